@@ -26,6 +26,18 @@ ct_status ct_onnx_text_load(const char *path, ct_graph **out);
  * parsing gives back the same graph. */
 char *ct_onnx_text_print(const ct_graph *g);
 
+/* Shared by both parsers (frontend/normalize.c): after a parser has built
+ * the raw graph (nodes as written, every initializer as a PARAM), make it
+ * what the rest of contra expects: Identity of an initializer becomes its own
+ * copy named by the Identity's output; BatchNorm running statistics become
+ * STATE; non-float initializers and Constant nodes become CONST values;
+ * op-version differences are normalised to the newest form (axes, split,
+ * pads, starts/ends, Clip min/max as constant inputs; Dropout's ratio
+ * attribute dropped; legacy Softmax/LogSoftmax coercion to 2-D made
+ * explicit; BatchNormalization's old extra outputs dropped). `label` names
+ * the source in messages. */
+ct_status ct_frontend_normalize(ct_graph *g, const char *label);
+
 /* Load by content: ONNX protobuf, or the text syntax (files starting with '<'
  * or named *.onnxtxt / *.txt). */
 ct_status ct_model_load(const char *path, ct_graph **out);

@@ -390,6 +390,7 @@ ct_graph *ct_graph_new(const char *name)
     g->name = ct_arena_strdup(&g->arena, name ? name : "main");
     g->ir_version = 8;
     g->opset = 17;
+    g->arena_bytes = -1;
     return g;
 }
 
@@ -650,6 +651,7 @@ ct_graph *ct_graph_clone(const ct_graph *g)
     c->ir_version = g->ir_version;
     c->opset = g->opset;
     c->batch = g->batch;
+    c->arena_bytes = g->arena_bytes;
     for (int i = 0; i < g->n_values; i++) clone_value(c, g->values[i]);
     for (int i = 0; i < g->n_nodes; i++) {
         const ct_node *n = g->nodes[i];

@@ -91,7 +91,9 @@ typedef struct ct_value {
     ct_node *producer;      /* the node that writes it (TEMP), else NULL */
     int id;                 /* index in graph->values */
     bool frozen;            /* a PARAM excluded from training (linear evaluation) */
-    /* Filled by passes/memory_plan; -1 until planned. */
+    /* Filled by passes/memory_plan; -1 until planned. offset is into the
+     * graph's activation arena for TEMP values (persistent values are kept
+     * outside the reused region); first/last_use are node positions. */
     int64_t offset;
     int first_use, last_use;
 } ct_value;
@@ -208,6 +210,7 @@ struct ct_graph {
     int n_outputs, cap_outputs;
 
     int64_t batch;      /* compile-time batch size, 0 while symbolic */
+    int64_t arena_bytes;/* set by passes/memory_plan: size of the reused region, -1 before */
 };
 
 ct_graph *ct_graph_new(const char *name);

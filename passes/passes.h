@@ -37,6 +37,11 @@ ct_status ct_pass_fold_constants(ct_graph *g); /* evaluate nodes whose inputs ar
 ct_status ct_pass_dce(ct_graph *g);            /* drop nodes whose outputs nothing reads */
 ct_status ct_pass_cse(ct_graph *g);            /* merge identical nodes on identical inputs */
 
+/* Memory planning (passes/memory_plan.c): liveness over the scheduled graph,
+ * offsets of TEMP values in one arena (g->arena_bytes), in-place reuse where
+ * the op allows it; persistent values (PARAM/STATE/CONST) stay outside. */
+ct_status ct_pass_memory_plan(ct_graph *g);
+
 /* Shape inference of one node (dispatches on ops.def's infer column). */
 ct_status ct_infer_node(ct_graph *g, ct_node *n);
 

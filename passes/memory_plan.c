@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int ct_placeholder_memory_plan;

@@ -1,0 +1,57 @@
+# conftest.py — shared pytest fixtures: the repository root, the build dir
+# (env CONTRA_BUILD, default "build"), the contra binary and a runner for it.
+# Marker "slow": long tests, run by default, deselect with -m "not slow".
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long test (deselect with -m 'not slow')")
+
+
+def build_path():
+    b = pathlib.Path(os.environ.get("CONTRA_BUILD", "build"))
+    return b if b.is_absolute() else ROOT / b
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def build_dir():
+    return build_path()
+
+
+@pytest.fixture(scope="session")
+def contra_bin(build_dir):
+    exe = build_dir / "tools" / "contra"
+    if not exe.exists():
+        pytest.skip(f"{exe} is missing: build it first (bash scripts/build, "
+                    f"or set CONTRA_BUILD to your build dir)")
+    return exe
+
+
+@pytest.fixture
+def run_contra(contra_bin):
+    """run_contra(*args, check=True, timeout=600, input=None, cwd=None, env=None)
+    -> subprocess.CompletedProcess with text stdout/stderr. With check=True
+    a non-zero exit fails the test, showing the command and its stderr."""
+    def run(*args, check=True, timeout=600, input=None, cwd=None, env=None):
+        cmd = [str(contra_bin)] + [str(a) for a in args]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                           input=input, cwd=cwd, env=env)
+        if check and p.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} exited {p.returncode}\n"
+                        f"--- stderr ---\n{p.stderr[-4000:]}\n"
+                        f"--- stdout ---\n{p.stdout[-2000:]}")
+        return p
+    return run

@@ -324,7 +324,7 @@ void ct_node_remove_attr(ct_node *n, const char *name)
 /* ---------------------------------------------------------------- op table */
 
 const ct_op_info ct_op_table[CT_OP_COUNT] = {
-#define CT_OP(id, onnx_name, domain, since, min_in, max_in, min_out, max_out, attrs, infer)        \
+#define CT_OP(id, onnx_name, domain, since, min_in, max_in, min_out, max_out, attrs, infer, grad)        \
     [CT_OP_##id] = {onnx_name, domain, since, min_in, max_in, min_out, max_out, attrs},
 #include "ops.def"
 #undef CT_OP
@@ -401,6 +401,7 @@ void ct_graph_free(ct_graph *g)
     free(g->nodes);
     free(g->inputs);
     free(g->outputs);
+    free(g->assigns);
     ct_arena_free(&g->arena);
     free(g);
 }
@@ -483,6 +484,12 @@ void ct_graph_add_output(ct_graph *g, ct_value *v)
     g->outputs[g->n_outputs++] = v;
 }
 
+void ct_graph_add_assign(ct_graph *g, ct_value *dst, ct_value *src)
+{
+    GROW(g->assigns, g->n_assigns, g->cap_assigns);
+    g->assigns[g->n_assigns++] = (ct_assign){dst, src};
+}
+
 void ct_graph_replace_uses(ct_graph *g, ct_value *from, ct_value *to)
 {
     for (int i = 0; i < g->n_nodes; i++) {
@@ -492,6 +499,8 @@ void ct_graph_replace_uses(ct_graph *g, ct_value *from, ct_value *to)
     }
     for (int i = 0; i < g->n_outputs; i++)
         if (g->outputs[i] == from) g->outputs[i] = to;
+    for (int i = 0; i < g->n_assigns; i++)
+        if (g->assigns[i].src == from) g->assigns[i].src = to;
 }
 
 int ct_graph_use_count(const ct_graph *g, const ct_value *v)
@@ -504,6 +513,8 @@ int ct_graph_use_count(const ct_graph *g, const ct_value *v)
     }
     for (int i = 0; i < g->n_outputs; i++)
         if (g->outputs[i] == v) c++;
+    for (int i = 0; i < g->n_assigns; i++)
+        if (g->assigns[i].src == v) c++;
     return c;
 }
 
@@ -533,6 +544,7 @@ void ct_graph_compact(ct_graph *g, const bool *keep_node)
     }
     for (int i = 0; i < g->n_inputs; i++) used[g->inputs[i]->id] = true;
     for (int i = 0; i < g->n_outputs; i++) used[g->outputs[i]->id] = true;
+    for (int i = 0; i < g->n_assigns; i++) used[g->assigns[i].dst->id] = used[g->assigns[i].src->id] = true;
     k = 0;
     for (int i = 0; i < g->n_values; i++) {
         ct_value *v = g->values[i];
@@ -697,5 +709,7 @@ ct_graph *ct_graph_clone(const ct_graph *g)
     }
     for (int i = 0; i < g->n_inputs; i++) ct_graph_add_input(c, c->values[g->inputs[i]->id]);
     for (int i = 0; i < g->n_outputs; i++) ct_graph_add_output(c, c->values[g->outputs[i]->id]);
+    for (int i = 0; i < g->n_assigns; i++)
+        ct_graph_add_assign(c, c->values[g->assigns[i].dst->id], c->values[g->assigns[i].src->id]);
     return c;
 }

@@ -131,7 +131,7 @@ typedef struct {
 /* ---------------------------------------------------------------- ops */
 
 typedef enum {
-#define CT_OP(id, onnx_name, domain, since, min_in, max_in, min_out, max_out, attrs, infer) CT_OP_##id,
+#define CT_OP(id, onnx_name, domain, since, min_in, max_in, min_out, max_out, attrs, infer, grad) CT_OP_##id,
 #include "ops.def"
 #undef CT_OP
     CT_OP_COUNT
@@ -191,6 +191,16 @@ void ct_node_add_attr(ct_graph *g, ct_node *n, const ct_attr *a);
 
 /* ---------------------------------------------------------------- graphs */
 
+/* A state update applied at the end of each call of the program: the
+ * persistent value dst (PARAM or STATE) takes the value of src. Training
+ * graphs stay functional (optimizer steps, EMA, BatchNorm running
+ * statistics, the MoCo queue produce new values); the backend may realise an
+ * assignment in place when nothing reads dst after src is written. */
+typedef struct {
+    ct_value *dst; /* PARAM or STATE */
+    ct_value *src; /* same dtype and shape */
+} ct_assign;
+
 struct ct_graph {
     ct_arena arena;
     const char *name;
@@ -208,6 +218,8 @@ struct ct_graph {
     int n_inputs, cap_inputs;
     ct_value **outputs; /* graph outputs, in order */
     int n_outputs, cap_outputs;
+    ct_assign *assigns; /* state updates, applied after the last node */
+    int n_assigns, cap_assigns;
 
     int64_t batch;      /* compile-time batch size, 0 while symbolic */
     int64_t arena_bytes;/* set by passes/memory_plan: size of the reused region, -1 before */
@@ -230,6 +242,7 @@ ct_node *ct_graph_add_node(ct_graph *g, ct_op op, const char *name, int n_in, ct
                            int n_out, ct_value *const *out);
 void ct_graph_add_input(ct_graph *g, ct_value *v);
 void ct_graph_add_output(ct_graph *g, ct_value *v);
+void ct_graph_add_assign(ct_graph *g, ct_value *dst, ct_value *src);
 
 /* Drop nodes for which keep[node->id] is false, and values no longer
  * referenced by any node, input or output (unless persistent: PARAM/STATE
@@ -240,7 +253,8 @@ void ct_graph_replace_uses(ct_graph *g, ct_value *from, ct_value *to);
 /* Sort nodes topologically (stable with respect to current order).
  * Fails naming a node on the cycle if there is one. */
 ct_status ct_graph_toposort(ct_graph *g);
-/* Number of node inputs that read v, plus 1 if it is a graph output. */
+/* Number of node inputs that read v, plus 1 if it is a graph output, plus 1
+ * per assignment reading it. */
 int ct_graph_use_count(const ct_graph *g, const ct_value *v);
 /* Deep copy into a fresh arena (values, nodes, attributes, data). */
 ct_graph *ct_graph_clone(const ct_graph *g);

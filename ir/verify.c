@@ -182,6 +182,30 @@ ct_status ct_graph_verify(const ct_graph *g)
             goto done;
         }
     }
+    for (int i = 0; i < g->n_assigns; i++) {
+        const ct_assign *a = &g->assigns[i];
+        const ct_value *vs[2] = {a->dst, a->src};
+        for (int k = 0; k < 2; k++)
+            if (!vs[k] || vs[k]->id < 0 || vs[k]->id >= g->n_values || g->values[vs[k]->id] != vs[k]) {
+                st = ct_errorf("state update %d refers to a dangling value", i);
+                goto done;
+            }
+        if (a->dst->kind != CT_VALUE_PARAM && a->dst->kind != CT_VALUE_STATE) {
+            st = ct_errorf("state update writes '%s', which is %s, not a parameter or state", a->dst->name,
+                           ct_value_kind_name(a->dst->kind));
+            goto done;
+        }
+        if (a->src->dtype != a->dst->dtype ||
+            (a->src->shape_known && !ct_shape_equal(&a->src->shape, &a->dst->shape))) {
+            st = ct_errorf("state update '%s' <- '%s': dtype or shape differ", a->dst->name, a->src->name);
+            goto done;
+        }
+        for (int j = 0; j < i; j++)
+            if (g->assigns[j].dst == a->dst) {
+                st = ct_errorf("state '%s' is updated twice", a->dst->name);
+                goto done;
+            }
+    }
 done:
     free(names.slots);
     free(avail);

@@ -225,6 +225,26 @@ static void test_batch(void)
     ct_graph_free(g);
 }
 
+static void test_assigns(void)
+{
+    ct_graph *g = small_graph();
+    ct_value *w = ct_graph_find_value(g, "w"), *z = ct_graph_find_value(g, "z");
+    ct_graph_add_assign(g, w, z);
+    ct_status st = ct_graph_verify(g);
+    CHECK(st == CT_OK);
+    ct_status_free(st);
+    CHECK(ct_graph_use_count(g, z) == 2);
+    ct_graph *c = ct_graph_clone(g);
+    CHECK(c->n_assigns == 1 && !strcmp(c->assigns[0].dst->name, "w"));
+    ct_graph_free(c);
+    ct_graph_add_assign(g, w, z);
+    CHECK_ERROR(ct_graph_verify(g), "updated twice");
+    g->n_assigns = 1;
+    g->assigns[0].dst = ct_graph_find_value(g, "y");
+    CHECK_ERROR(ct_graph_verify(g), "not a parameter or state");
+    ct_graph_free(g);
+}
+
 static void test_status(void)
 {
     ct_status st = ct_errorf("node '%s' is %d", "n", 3);
@@ -243,6 +263,7 @@ int main(void)
     test_cycle();
     test_compact_clone();
     test_batch();
+    test_assigns();
     test_status();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;

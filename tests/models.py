@@ -28,7 +28,8 @@ import pathlib
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CACHE = ROOT / "tests" / "_artifacts" / "models"
+# CONTRA_TEST_CACHE moves the cache (e.g. to time a cold run).
+CACHE = pathlib.Path(os.environ.get("CONTRA_TEST_CACHE", ROOT / "tests" / "_artifacts" / "models"))
 
 NAMES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2",
          "mobilenet_v3_small", "efficientnet_b0", "cifar_resnet18")
@@ -126,8 +127,12 @@ def export(name, mode="eval", opset=13, batch=1, size=None, dynamic=False):
 
 def _np_dtype(elem_type):
     import onnx
+    if not elem_type:
+        return np.float32
+    if hasattr(onnx.helper, "tensor_dtype_to_np_dtype"):  # onnx >= 1.13
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type)
     from onnx import mapping
-    return mapping.TENSOR_TYPE_TO_NP_TYPE[elem_type] if elem_type else np.float32
+    return mapping.TENSOR_TYPE_TO_NP_TYPE[elem_type]
 
 
 def inputs(path, seed=0, batch=None):

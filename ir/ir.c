@@ -62,6 +62,7 @@ char *ct_arena_strdup(ct_arena *a, const char *s)
 char *ct_arena_printf(ct_arena *a, const char *fmt, ...)
 {
     va_list ap, ap2;
+    if (!fmt) return ct_arena_strdup(a, "");
     va_start(ap, fmt);
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);

@@ -207,6 +207,9 @@ static ct_status normalize_legacy_softmax(norm_ctx *c, ct_node *n)
     ct_value *x = node_in(n, 0), *y = n->n_out ? n->out[0] : NULL;
     if (!x || !y) return CT_OK;
     int64_t axis = ct_node_attr_int(n, "axis", 1);
+    /* On a 2-D input with axis 1 both semantics agree; this is also what the
+     * rewrite itself leaves behind, so normalising twice changes nothing. */
+    if (axis == 1 && x->producer && x->producer->op == CT_OP_FLATTEN) return CT_OK;
     const char *base = n->name && n->name[0] ? n->name : ct_op_table[n->op].name;
     ct_arena *ar = &g->arena;
     ct_value *s = ct_graph_add_value(g, ct_graph_unique_name(g, ct_arena_printf(ar, "%s_shape", base)),

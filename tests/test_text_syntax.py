@@ -350,3 +350,19 @@ def test_garbage_never_crashes(run_contra, tmp_path):
             q = tmp_path / f"g{i}.again.onnxtxt"
             q.write_text(r.stdout)
             assert run_contra("dump", q, "--format", "text").stdout == r.stdout
+
+
+def test_legacy_softmax_normalises_once(run_contra, tmp_path):
+    """Below opset 13 Softmax coerces its input to 2-D; the importer makes
+    that explicit (Flatten, Softmax, Reshape) exactly once, so a reparse of
+    the printed graph does not wrap it again."""
+    src = tmp_path / "sm.onnxtxt"
+    src.write_text('<ir_version: 6, opset_import: ["" : 11]>\n'
+                   'g (float[2,3,4] x) => (float[2,3,4] y) {\n'
+                   '  y = Softmax <axis = 1> (x)\n}\n')
+    a, b = tmp_path / "a.onnxtxt", tmp_path / "b.onnxtxt"
+    run_contra("convert", src, a)
+    run_contra("convert", a, b)
+    assert a.read_text() == b.read_text()
+    ops = [n["op"] for n in _dump_json(run_contra, a)["nodes"]]
+    assert ops.count("Softmax") == 1 and ops.count("Flatten") <= 1

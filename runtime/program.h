@@ -1,0 +1,71 @@
+/* program.h — the fixed C ABI between a generated program and the runtime.
+ * Generated code defines one `ct_program` descriptor of this shape; the
+ * runtime dlopens the shared library and reads it.  No compiler types here. */
+#ifndef CT_PROGRAM_H
+#define CT_PROGRAM_H
+
+#include <stdint.h>
+
+/* Bumped whenever the structs below change. */
+#define CT_PROGRAM_ABI 1
+#define CT_PROGRAM_MAX_RANK 8
+#define CT_PROGRAM_SYMBOL "ct_program"
+
+/* Tensor kinds (same meaning as the compiler's value kinds). */
+enum {
+    CT_PT_INPUT = 0, /* fed by the caller each call; lives in the persistent region */
+    CT_PT_PARAM = 1, /* trainable, persistent, initial value in the blob */
+    CT_PT_STATE = 2, /* persistent, not trained, initial value in the blob */
+    CT_PT_CONST = 3, /* immutable, persistent, value in the blob */
+    CT_PT_TEMP = 4,  /* intermediate, lives in the (reused) arena */
+};
+
+/* Element types: ONNX TensorProto.DataType codes. */
+enum {
+    CT_PT_FLOAT = 1,
+    CT_PT_UINT8 = 2,
+    CT_PT_INT8 = 3,
+    CT_PT_INT32 = 6,
+    CT_PT_INT64 = 7,
+    CT_PT_BOOL = 9,
+    CT_PT_FLOAT16 = 10,
+    CT_PT_DOUBLE = 11,
+    CT_PT_BFLOAT16 = 16,
+};
+
+/* Which memory a tensor lives in. */
+enum {
+    CT_PT_REGION_ARENA = 0,   /* the activation arena, reused between tensors */
+    CT_PT_REGION_PERSIST = 1, /* the persistent region, never reused */
+};
+
+typedef struct {
+    const char *name;
+    int kind;       /* CT_PT_INPUT ... CT_PT_TEMP */
+    int dtype;      /* CT_PT_FLOAT ... */
+    int rank;
+    int64_t dims[CT_PROGRAM_MAX_RANK];
+    int region;     /* CT_PT_REGION_* */
+    int64_t offset; /* bytes into its region (64-byte aligned) */
+    int64_t nbytes;
+} ct_tensor_desc;
+
+typedef struct {
+    int abi;                /* CT_PROGRAM_ABI */
+    const char *name;       /* the graph's name */
+    int64_t batch;          /* compile-time batch size */
+    int n_tensors;
+    const ct_tensor_desc *tensors;
+    int n_inputs;
+    const int *inputs;      /* indices into tensors, in graph input order */
+    int n_outputs;
+    const int *outputs;     /* indices into tensors, in graph output order */
+    int64_t arena_bytes;    /* activation arena, scratch included */
+    int64_t persist_bytes;  /* persistent region; params.bin holds its initial image */
+    /* Run the graph: reads inputs from persist, writes outputs. */
+    void (*forward)(void *arena, void *persist);
+    /* Set the thread count of the program's loops and of its BLAS (n > 0). */
+    void (*set_threads)(int n);
+} ct_program_desc;
+
+#endif

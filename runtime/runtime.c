@@ -1,0 +1,178 @@
+/* runtime.c — the program loader and runner behind runtime.h: one dlopen,
+ * one arena and one persistent region per program, both 64-byte aligned. */
+#include "runtime.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ct_rt_program {
+    void *so;
+    const ct_program_desc *desc;
+    void *arena;   /* desc->arena_bytes */
+    void *persist; /* desc->persist_bytes, initialised from params.bin */
+    bool *bound;   /* per input: set at least once */
+};
+
+static void *alloc64(int64_t n)
+{
+    size_t sz = (size_t)((n + 63) / 64 * 64);
+    return aligned_alloc(64, sz ? sz : 64);
+}
+
+ct_status ct_rt_program_load(const char *dir, ct_rt_program **out)
+{
+    *out = NULL;
+    char path[4200];
+    ct_status st = CT_OK;
+    FILE *f = NULL;
+    ct_rt_program *p = calloc(1, sizeof *p);
+    if (!p) abort();
+    /* Programs alternate OpenMP loops with BLAS calls: threads that spin
+     * between parallel regions steal the cores BLAS needs, so unless the user
+     * says otherwise, idle OpenMP threads sleep (read when libgomp loads). */
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    snprintf(path, sizeof path, "%s/model.so", dir);
+    p->so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!p->so) {
+        st = ct_errorf("cannot load compiled program '%s': %s", path, dlerror());
+        goto fail;
+    }
+    p->desc = dlsym(p->so, CT_PROGRAM_SYMBOL);
+    if (!p->desc) {
+        st = ct_errorf("'%s' has no '%s' descriptor", path, CT_PROGRAM_SYMBOL);
+        goto fail;
+    }
+    if (p->desc->abi != CT_PROGRAM_ABI) {
+        st = ct_errorf("'%s' was built for program ABI %d, this runtime speaks %d: recompile it", path, p->desc->abi,
+                       CT_PROGRAM_ABI);
+        goto fail;
+    }
+    p->arena = alloc64(p->desc->arena_bytes);
+    p->persist = alloc64(p->desc->persist_bytes);
+    p->bound = calloc((size_t)p->desc->n_inputs + 1, sizeof *p->bound);
+    if (!p->arena || !p->persist || !p->bound) {
+        st = ct_errorf("out of memory for program '%s' (arena %lld bytes, persistent %lld bytes)", path,
+                       (long long)p->desc->arena_bytes, (long long)p->desc->persist_bytes);
+        goto fail;
+    }
+    memset(p->arena, 0, (size_t)p->desc->arena_bytes);
+    snprintf(path, sizeof path, "%s/params.bin", dir);
+    f = fopen(path, "rb");
+    if (!f) {
+        st = ct_errorf("cannot read '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    size_t want = (size_t)p->desc->persist_bytes;
+    if (want && fread(p->persist, 1, want, f) != want) {
+        st = ct_errorf("'%s' is shorter than the program's %zu-byte persistent region", path, want);
+        goto fail;
+    }
+    if (fgetc(f) != EOF) {
+        st = ct_errorf("'%s' is longer than the program's %zu-byte persistent region", path, want);
+        goto fail;
+    }
+    fclose(f);
+    *out = p;
+    return CT_OK;
+fail:
+    if (f) fclose(f);
+    ct_rt_program_free(p);
+    return st;
+}
+
+void ct_rt_program_free(ct_rt_program *p)
+{
+    if (!p) return;
+    free(p->arena);
+    free(p->persist);
+    free(p->bound);
+    if (p->so) dlclose(p->so);
+    free(p);
+}
+
+const ct_program_desc *ct_rt_program_desc(const ct_rt_program *p) { return p->desc; }
+
+int ct_rt_program_find(const ct_rt_program *p, const char *name)
+{
+    for (int i = 0; i < p->desc->n_tensors; i++)
+        if (p->desc->tensors[i].name && !strcmp(p->desc->tensors[i].name, name)) return i;
+    return -1;
+}
+
+void *ct_rt_program_tensor(ct_rt_program *p, int index)
+{
+    const ct_tensor_desc *t = &p->desc->tensors[index];
+    char *base = t->region == CT_PT_REGION_ARENA ? p->arena : p->persist;
+    return base + t->offset;
+}
+
+static void dims_str(char *buf, size_t n, int rank, const int64_t *dims)
+{
+    size_t j = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < rank && j < n; i++)
+        j += (size_t)snprintf(buf + j, n - j, "%s%lld", i ? "," : "", (long long)dims[i]);
+    if (j < n) snprintf(buf + j, n - j, "]");
+}
+
+static const char *dtype_name(int dtype)
+{
+    switch (dtype) {
+    case CT_PT_FLOAT: return "float32";
+    case CT_PT_DOUBLE: return "float64";
+    case CT_PT_INT64: return "int64";
+    case CT_PT_INT32: return "int32";
+    case CT_PT_INT8: return "int8";
+    case CT_PT_UINT8: return "uint8";
+    case CT_PT_BOOL: return "bool";
+    case CT_PT_FLOAT16: return "float16";
+    case CT_PT_BFLOAT16: return "bfloat16";
+    default: return "unknown";
+    }
+}
+
+ct_status ct_rt_program_set_input(ct_rt_program *p, const char *name, int dtype, int rank, const int64_t *dims,
+                                  const void *data)
+{
+    int slot = -1;
+    for (int i = 0; i < p->desc->n_inputs; i++)
+        if (!strcmp(p->desc->tensors[p->desc->inputs[i]].name, name)) slot = i;
+    if (slot < 0) {
+        char names[1024] = "";
+        size_t j = 0;
+        for (int i = 0; i < p->desc->n_inputs && j < sizeof names; i++)
+            j += (size_t)snprintf(names + j, sizeof names - j, "%s'%s'", i ? ", " : "",
+                                  p->desc->tensors[p->desc->inputs[i]].name);
+        return ct_errorf("the program has no input named '%s' (inputs: %s)", name, names);
+    }
+    const ct_tensor_desc *t = &p->desc->tensors[p->desc->inputs[slot]];
+    bool same = rank == t->rank;
+    for (int i = 0; same && i < rank; i++) same = dims[i] == t->dims[i];
+    char want[160], got[160];
+    if (!same) {
+        dims_str(want, sizeof want, t->rank, t->dims);
+        dims_str(got, sizeof got, rank, dims);
+        return ct_errorf("input '%s' must have shape %s, got %s", name, want, got);
+    }
+    if (dtype != t->dtype)
+        return ct_errorf("input '%s' must be %s, got %s", name, dtype_name(t->dtype), dtype_name(dtype));
+    memcpy(ct_rt_program_tensor(p, p->desc->inputs[slot]), data, (size_t)t->nbytes);
+    p->bound[slot] = true;
+    return CT_OK;
+}
+
+ct_status ct_rt_program_run(ct_rt_program *p)
+{
+    for (int i = 0; i < p->desc->n_inputs; i++)
+        if (!p->bound[i]) return ct_errorf("input '%s' was not given", p->desc->tensors[p->desc->inputs[i]].name);
+    p->desc->forward(p->arena, p->persist);
+    return CT_OK;
+}
+
+void ct_rt_program_set_threads(ct_rt_program *p, int n)
+{
+    if (n > 0 && p->desc->set_threads) p->desc->set_threads(n);
+}

@@ -1,0 +1,33 @@
+/* runtime.h — loading and running a compiled program: dlopen its model.so,
+ * read the ct_program descriptor, load params.bin, allocate the arena and
+ * the persistent region once; bind inputs and read outputs by name.
+ * Nothing is allocated per call.  Knows nothing of the compiler. */
+#ifndef CT_RUNTIME_H
+#define CT_RUNTIME_H
+
+#include <stdint.h>
+
+#include "program.h"
+#include "status.h"
+
+typedef struct ct_rt_program ct_rt_program;
+
+/* Load DIR/model.so and DIR/params.bin. */
+ct_status ct_rt_program_load(const char *dir, ct_rt_program **out);
+void ct_rt_program_free(ct_rt_program *p);
+
+const ct_program_desc *ct_rt_program_desc(const ct_rt_program *p);
+/* Index of the tensor named `name` in the descriptor, -1 if none. */
+int ct_rt_program_find(const ct_rt_program *p, const char *name);
+/* The memory of tensor `index` (arena or persistent region). */
+void *ct_rt_program_tensor(ct_rt_program *p, int index);
+
+/* Copy data into input `name`; dtype and dims must match the descriptor. */
+ct_status ct_rt_program_set_input(ct_rt_program *p, const char *name, int dtype, int rank, const int64_t *dims,
+                                  const void *data);
+/* Run forward(); fails if an input was never set. */
+ct_status ct_rt_program_run(ct_rt_program *p);
+/* Thread count for the program's loops and BLAS (n > 0). */
+void ct_rt_program_set_threads(ct_rt_program *p, int n);
+
+#endif

@@ -10,7 +10,7 @@
  *     backend outside the reused region) keep offset -1.
  *   - v->first_use is the position of the node that produces it; v->last_use
  *     the position of the last node that reads it, or g->n_nodes for a graph
- *     output (it lives to the end). For inputs and persistent values they
+ *     output or the source of a state update (g->assigns): it lives to the end. For inputs and persistent values they
  *     are the first and last reading nodes (-1 if none).
  *   - In-place reuse: when an output's offset equals one of its node's
  *     inputs' offsets (same byte count), the node reads and writes the same
@@ -152,6 +152,15 @@ ct_status ct_pass_memory_plan(ct_graph *g)
     for (int i = 0; i < g->n_outputs; i++) {
         ct_value *v = g->outputs[i];
         if (v->kind == CT_VALUE_TEMP) v->last_use = nn;
+    }
+    /* The source of a state update is copied into its state after the last
+     * node, so it lives to the end like a graph output. */
+    for (int i = 0; i < g->n_assigns; i++) {
+        ct_value *v = g->assigns[i].src;
+        if (v->kind == CT_VALUE_TEMP) {
+            if (v->first_use < 0) v->first_use = v->producer ? v->producer->id : 0;
+            v->last_use = nn;
+        }
     }
     /* Every planned value must have a static size. */
     for (int i = 0; i < nv; i++) {

@@ -210,6 +210,29 @@ static void test_output_not_clobbered(void)
     ct_graph_free(g);
 }
 
+/* The source of a state update lives to the end: nothing may reuse its bytes. */
+static void test_assign_source_lives(void)
+{
+    ct_graph *g = ct_graph_new("assign");
+    ct_shape s = {2, {4, 16}};
+    ct_value *x = ct_graph_add_value(g, "x", CT_VALUE_INPUT, CT_F32, &s);
+    ct_graph_add_input(g, x);
+    ct_value *w = ct_graph_add_tensor(g, "w", CT_VALUE_STATE, CT_F32, &s, NULL);
+    ct_value *nw = tv(g, CT_F32, 4, 16), *a = tv(g, CT_F32, 4, 16), *b = tv(g, CT_F32, 4, 16);
+    ct_value *in2[2] = {w, x};
+    nd(g, CT_OP_ADD, 2, in2, nw); /* new state, read by no node */
+    nd(g, CT_OP_EXP, 1, &x, a);
+    nd(g, CT_OP_RELU, 1, &a, b);
+    ct_graph_add_output(g, b);
+    ct_graph_add_assign(g, w, nw);
+    ct_status st = ct_pass_memory_plan(g);
+    report(!st, "assign: plan succeeds");
+    ct_status_free(st);
+    report(nw->last_use == g->n_nodes, "assign: the source lives to the end");
+    report(nw->offset != a->offset && nw->offset != b->offset, "assign: no later value takes its bytes");
+    ct_graph_free(g);
+}
+
 static unsigned rng_state = 12345;
 static unsigned rnd(unsigned n)
 {
@@ -285,6 +308,7 @@ int main(void)
     test_residual();
     test_symbolic();
     test_output_not_clobbered();
+    test_assign_source_lives();
     test_random();
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;

@@ -30,6 +30,7 @@ typedef struct {
     size_t errors_len;
     int n_errors;
     int n_kernels;
+    bool uses_train_lib; /* a training op needs the shared kernels (c_train_lib.inc) */
     /* the kernel being emitted */
     const ct_node *node;
     char kname[96];
@@ -1372,6 +1373,287 @@ static void emit_shape_ops(cg *c, const ct_node *n)
     }
 }
 
+/* ------------------------------------------------------------ training ops (ai.contra) */
+
+#include "c_train_lib.inc"
+
+static bool train_f32(cg *c, const ct_node *n)
+{
+    for (int i = 0; i < n->n_out; i++)
+        if (n->out[i] && n->out[i]->dtype != CT_F32) {
+            unsupported(c, n, "training kernels are float32 only");
+            return false;
+        }
+    return true;
+}
+
+/* The ct_win of a backward window op: xs the forward input shape, ys the
+ * forward output shape, M output channels, kernel from ks (or attributes). */
+static bool train_window(cg *c, const ct_node *n, const ct_shape *xs, const ct_shape *ys, const int64_t *ks_w,
+                         int64_t *pend, int64_t *geo, char *buf, size_t len)
+{
+    int sp = xs->rank - 2, cnt;
+    if (sp != 1 && sp != 2) { unsupported(c, n, "only 1-D and 2-D windows"); return false; }
+    int64_t k[2] = {1, 1}, s[2] = {1, 1}, d[2] = {1, 1}, p[4] = {0, 0, 0, 0};
+    const int64_t *a = ct_node_attr_ints(n, "kernel_shape", &cnt);
+    if (a && cnt == sp) for (int i = 0; i < sp; i++) k[i] = a[i];
+    else if (ks_w) for (int i = 0; i < sp; i++) k[i] = ks_w[i];
+    else { unsupported(c, n, "kernel_shape missing"); return false; }
+    if ((a = ct_node_attr_ints(n, "strides", &cnt)) && cnt == sp) for (int i = 0; i < sp; i++) s[i] = a[i];
+    if ((a = ct_node_attr_ints(n, "dilations", &cnt)) && cnt == sp) for (int i = 0; i < sp; i++) d[i] = a[i];
+    if ((a = ct_node_attr_ints(n, "pads", &cnt)) && cnt == 2 * sp) for (int i = 0; i < 2 * sp; i++) p[i] = a[i];
+    int64_t H, W, OH, OW, kh, kw, sh, sw, dh, dw, ph, pw;
+    if (sp == 1) {
+        H = 1, OH = 1, kh = 1, sh = 1, dh = 1, ph = 0, pend[0] = 0;
+        W = xs->dims[2], OW = ys->dims[2], kw = k[0], sw = s[0], dw = d[0], pw = p[0], pend[1] = p[1];
+    } else {
+        H = xs->dims[2], OH = ys->dims[2], kh = k[0], sh = s[0], dh = d[0], ph = p[0], pend[0] = p[2];
+        W = xs->dims[3], OW = ys->dims[3], kw = k[1], sw = s[1], dw = d[1], pw = p[1], pend[1] = p[3];
+    }
+    int64_t G = ct_node_attr_int(n, "group", 1);
+    geo[0] = kh, geo[1] = kw, geo[2] = OH, geo[3] = OW, geo[4] = H, geo[5] = W;
+    geo[6] = sh == 1 && sw == 1 && ph == 0 && pw == 0 && kh == 1 && kw == 1 && OH == H && OW == W;
+    snprintf(buf, len, "{%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld}",
+             (long long)xs->dims[0], (long long)xs->dims[1], (long long)H, (long long)W, (long long)ys->dims[1],
+             (long long)OH, (long long)OW, (long long)G, (long long)kh, (long long)kw, (long long)sh, (long long)sw,
+             (long long)ph, (long long)pw, (long long)dh, (long long)dw);
+    return true;
+}
+
+/* A float attribute as the decimal it was written as (7 significant digits). */
+static double attr_decimal(float f)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%.7g", (double)f);
+    return strtod(b, NULL);
+}
+
+static void emit_train(cg *c, const ct_node *n)
+{
+    if (!train_f32(c, n)) return;
+    for (int i = 0; i < n->n_in; i++)
+        if (n->in[i] && n->in[i]->dtype != CT_F32 &&
+            !((n->op == CT_OP_SOFTMAX_CROSS_ENTROPY && i == 1) || (n->op == CT_OP_SOFTMAX_CROSS_ENTROPY_GRAD && i == 2) ||
+              (n->op == CT_OP_ADAM_STEP && i == 5))) {
+            unsupported(c, n, "input %d '%s' is %s; training kernels are float32 only", i, n->in[i]->name,
+                        ct_dtype_name(n->in[i]->dtype));
+            return;
+        }
+    if ((n->op == CT_OP_SOFTMAX_CROSS_ENTROPY && n->in[1]->dtype != CT_I64) ||
+        (n->op == CT_OP_SOFTMAX_CROSS_ENTROPY_GRAD && n->in[2]->dtype != CT_I64) ||
+        (n->op == CT_OP_ADAM_STEP && n->in[5]->dtype != CT_I64)) {
+        unsupported(c, n, "labels and step counts must be int64");
+        return;
+    }
+    ct_emitter *e = &c->k;
+    c->uses_train_lib = true;
+    char wbuf[512], l1[48], l2[48], l3[48];
+    int64_t pend[2], geo[8];
+    switch (n->op) {
+    case CT_OP_STOP_GRADIENT:
+        emit_alias_or_copy(c, n);
+        return;
+    case CT_OP_RELU_GRAD: case CT_OP_SIGMOID_GRAD: case CT_OP_TANH_GRAD: case CT_OP_HARD_SIGMOID_GRAD:
+    case CT_OP_HARD_SWISH_GRAD: case CT_OP_LEAKY_RELU_GRAD: case CT_OP_ABS_GRAD: case CT_OP_CLIP_GRAD: {
+        const char *expr = NULL;
+        char buf[512];
+        double al = ct_node_attr_float(n, "alpha", n->op == CT_OP_LEAKY_RELU_GRAD ? 0.01f : 0.2f);
+        double be = ct_node_attr_float(n, "beta", 0.5f);
+        switch (n->op) {
+        case CT_OP_RELU_GRAD: expr = "y > 0 ? d : 0.0f"; break;
+        case CT_OP_SIGMOID_GRAD: expr = "d * y * (1.0f - y)"; break;
+        case CT_OP_TANH_GRAD: expr = "d * (1.0f - y * y)"; break;
+        case CT_OP_HARD_SIGMOID_GRAD:
+            snprintf(buf, sizeof buf, "(%s * y + %s > 0.0f && %s * y + %s < 1.0f) ? d * %s : 0.0f",
+                     flit(l1, sizeof l1, al), flit(l2, sizeof l2, be), l1, l2, l1);
+            expr = buf;
+            break;
+        case CT_OP_HARD_SWISH_GRAD: expr = "y < -3.0f ? 0.0f : y <= 3.0f ? d * (y / 3.0f + 0.5f) : d"; break;
+        case CT_OP_LEAKY_RELU_GRAD:
+            snprintf(buf, sizeof buf, "y > 0 ? d : d * %s", flit(l1, sizeof l1, al));
+            expr = buf;
+            break;
+        case CT_OP_ABS_GRAD: expr = "y > 0 ? d : y < 0 ? -d : 0.0f"; break;
+        default: { /* Clip: bounds from inputs 2/3 or attributes */
+            char lo[48] = "-INFINITY", hi[48] = "INFINITY";
+            if (n->n_in > 2 && n->in[2]) snprintf(lo, sizeof lo, "x2[0]");
+            else flit(lo, sizeof lo, ct_node_attr_float(n, "min", -INFINITY));
+            if (n->n_in > 3 && n->in[3]) snprintf(hi, sizeof hi, "x3[0]");
+            else flit(hi, sizeof hi, ct_node_attr_float(n, "max", INFINITY));
+            snprintf(buf, sizeof buf, "(y >= %s && y <= %s) ? d : 0.0f", lo, hi);
+            expr = buf;
+        }
+        }
+        int64_t k = numel(n->out[0]);
+        kernel_open(c, n, false);
+        ct_emit_pfor(e, "i", 1, k < PAR_MIN, "%lld", (long long)k);
+        ct_emit_line(e, "const float d = x0[i], y = x1[i];");
+        ct_emit_line(e, "y0[i] = %s;", expr);
+        ct_emit_close(e);
+        kernel_close(c);
+        return;
+    }
+    case CT_OP_SOFTMAX_GRAD: case CT_OP_LOG_SOFTMAX_GRAD: {
+        const ct_shape *s = &n->in[1]->shape;
+        if (s->rank == 0) { unsupported(c, n, "scalar input"); return; }
+        int axis = norm_axis(ct_node_attr_int(n, "axis", -1), s->rank);
+        kernel_open(c, n, false);
+        ct_emit_line(e, "ct_softmax_grad(%lld, %lld, %lld, %d, x0, x1, y0);", (long long)prod(s->dims, 0, axis),
+                     (long long)s->dims[axis], (long long)prod(s->dims, axis + 1, s->rank),
+                     n->op == CT_OP_LOG_SOFTMAX_GRAD);
+        kernel_close(c);
+        return;
+    }
+    case CT_OP_CONV_GRAD_INPUT: case CT_OP_CONV_GRAD_WEIGHT: {
+        bool wi = n->op == CT_OP_CONV_GRAD_INPUT;
+        const ct_shape *ys = &n->in[0]->shape, *xs = wi ? &n->out[0]->shape : &n->in[1]->shape;
+        const ct_shape *ws = wi ? &n->in[1]->shape : &n->out[0]->shape;
+        if (xs->rank != ws->rank) { unsupported(c, n, "weight rank differs from input rank"); return; }
+        if (!train_window(c, n, xs, ys, ws->dims + 2, pend, geo, wbuf, sizeof wbuf)) return;
+        int64_t G = ct_node_attr_int(n, "group", 1);
+        if (G <= 0 || xs->dims[1] % G || ys->dims[1] % G || ws->dims[1] * G != xs->dims[1] || ws->dims[0] != ys->dims[1]) {
+            unsupported(c, n, "channels and group do not match");
+            return;
+        }
+        int64_t Cg = xs->dims[1] / G, Mg = ys->dims[1] / G, K = Cg * geo[0] * geo[1], OHW = geo[2] * geo[3];
+        bool depthwise = Cg == 1 && Mg == 1 && !geo[6];
+        int64_t scratch = (geo[6] || depthwise) ? 0 : K * OHW;
+        if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
+        kernel_open(c, n, scratch > 0);
+        ct_emit_line(e, "static const ct_win w = %s;", wbuf);
+        ct_emit_line(e, "ct_conv_grad_%s(&w, x0, x1, y0, %s);", wi ? "input" : "weight", scratch ? "scratch" : "0");
+        kernel_close(c);
+        return;
+    }
+    case CT_OP_MAX_POOL_GRAD: case CT_OP_AVERAGE_POOL_GRAD: {
+        bool mx = n->op == CT_OP_MAX_POOL_GRAD;
+        if (!train_window(c, n, &n->out[0]->shape, &n->in[0]->shape, NULL, pend, geo, wbuf, sizeof wbuf)) return;
+        if (n->in[0]->shape.dims[1] != n->out[0]->shape.dims[1]) { unsupported(c, n, "channel mismatch"); return; }
+        kernel_open(c, n, false);
+        ct_emit_line(e, "static const ct_win w = %s;", wbuf);
+        ct_emit_line(e, "ct_pool_grad(&w, %d, %d, %lld, %lld, x0, %s, y0);", mx,
+                     (int)(ct_node_attr_int(n, "count_include_pad", 0) != 0), (long long)pend[0], (long long)pend[1],
+                     mx ? "x1" : "0");
+        kernel_close(c);
+        return;
+    }
+    case CT_OP_BATCH_NORM_TRAIN: case CT_OP_BATCH_NORM_GRAD: {
+        bool tr = n->op == CT_OP_BATCH_NORM_TRAIN;
+        const ct_shape *xs = &n->in[tr ? 0 : 1]->shape;
+        if (xs->rank < 2) { unsupported(c, n, "input rank < 2"); return; }
+        int64_t N = xs->dims[0], C = xs->dims[1], SP = prod(xs->dims, 2, xs->rank), S = ct_node_attr_int(n, "splits", 1);
+        if (S < 1 || N % S) { unsupported(c, n, "batch %lld not divisible by splits %lld", (long long)N, (long long)S); return; }
+        kernel_open(c, n, false);
+        char o[5][8];
+        for (int i = 0; i < 5; i++) snprintf(o[i], sizeof o[i], i < n->n_out && n->out[i] ? "y%d" : "0", i);
+        if (tr)
+            ct_emit_line(e, "ct_bn_train(%lld, %lld, %lld, %lld, %s, %s, x0, x1, x2, x3, x4, %s, %s, %s, %s, %s);",
+                         (long long)N, (long long)C, (long long)SP, (long long)S,
+                         flit(l1, sizeof l1, ct_node_attr_float(n, "epsilon", 1e-5f)),
+                         flit(l2, sizeof l2, ct_node_attr_float(n, "momentum", 0.1f)), o[0], o[1], o[2], o[3], o[4]);
+        else
+            ct_emit_line(e, "ct_bn_grad(%lld, %lld, %lld, %lld, x0, x1, x2, x3, x4, %s, %s, %s);", (long long)N,
+                         (long long)C, (long long)SP, (long long)S, o[0], o[1], o[2]);
+        kernel_close(c);
+        return;
+    }
+    case CT_OP_SOFTMAX_CROSS_ENTROPY: case CT_OP_SOFTMAX_CROSS_ENTROPY_GRAD: {
+        bool fw = n->op == CT_OP_SOFTMAX_CROSS_ENTROPY;
+        const ct_shape *s = &n->in[fw ? 0 : 1]->shape;
+        if (s->rank != 2) { unsupported(c, n, "logits must be [N, C]"); return; }
+        kernel_open(c, n, false);
+        if (fw)
+            ct_emit_line(e, "ct_sce(%lld, %lld, x0, x1, y0, %s);", (long long)s->dims[0], (long long)s->dims[1],
+                         n->n_out > 1 && n->out[1] ? "y1" : "0");
+        else
+            ct_emit_line(e, "ct_sce_grad(%lld, %lld, x0, x1, x2, y0);", (long long)s->dims[0], (long long)s->dims[1]);
+        kernel_close(c);
+        return;
+    }
+    case CT_OP_SGD_STEP: case CT_OP_ADAM_STEP: case CT_OP_LARS_STEP: {
+        /* per-parameter update; every element is read before it is written, so
+         * outputs may share storage with their inputs (in-place assigns) */
+        int64_t k = numel(n->in[0]);
+        double wd = ct_node_attr_float(n, "weight_decay", 0);
+        bool ser = k < PAR_MIN;
+        kernel_open(c, n, false);
+        ct_emit_line(e, "const float lr = x2[0];");
+        flit(l3, sizeof l3, wd);
+        if (n->op == CT_OP_SGD_STEP) {
+            double mom = ct_node_attr_float(n, "momentum", 0);
+            bool buf = n->n_in > 3 && n->in[3], nest = ct_node_attr_int(n, "nesterov", 0) != 0;
+            flit(l1, sizeof l1, mom);
+            ct_emit_pfor(e, "i", 1, ser, "%lld", (long long)k);
+            ct_emit_line(e, "const float p = x0[i];");
+            if (wd != 0) ct_emit_line(e, "float d = x1[i] + %s * p;", l3);
+            else ct_emit_line(e, "float d = x1[i];");
+            if (buf) {
+                ct_emit_line(e, "const float b = %s * x3[i] + d;", l1);
+                if (n->n_out > 1 && n->out[1]) ct_emit_line(e, "y1[i] = b;");
+                if (nest) ct_emit_line(e, "d = d + %s * b;", l1);
+                else ct_emit_line(e, "d = b;");
+            }
+            ct_emit_line(e, "y0[i] = p - lr * d;");
+            ct_emit_close(e);
+        } else if (n->op == CT_OP_ADAM_STEP) {
+            /* betas as the decimals they were written as (0.999, not float 0.99900001),
+             * as torch computes 1 - beta and beta^t in double */
+            double b1 = attr_decimal(ct_node_attr_float(n, "beta1", 0.9f));
+            double b2 = attr_decimal(ct_node_attr_float(n, "beta2", 0.999f));
+            bool dec = ct_node_attr_int(n, "decoupled", 0) != 0;
+            char le[48], c1[48], c2[48];
+            flit(l1, sizeof l1, b1);
+            flit(l2, sizeof l2, b2);
+            flit(c1, sizeof c1, 1.0 - b1);
+            flit(c2, sizeof c2, 1.0 - b2);
+            flit(le, sizeof le, ct_node_attr_float(n, "epsilon", 1e-8f));
+            ct_emit_line(e, "const double t = (double)x5[0];");
+            ct_emit_line(e, "const double bc1 = 1.0 - pow(%.17g, t), bc2s = sqrt(1.0 - pow(%.17g, t));", b1, b2);
+            ct_emit_line(e, "const float ss = (float)((double)lr / bc1), bc2f = (float)bc2s;");
+            if (dec) ct_emit_line(e, "const float decay = 1.0f - lr * %s;", l3);
+            ct_emit_pfor(e, "i", 1, ser, "%lld", (long long)k);
+            ct_emit_line(e, "float p = x0[i], g = x1[i];");
+            if (dec) ct_emit_line(e, "p = p * decay;");
+            else if (wd != 0) ct_emit_line(e, "g = g + %s * p;", l3);
+            ct_emit_line(e, "const float m = %s * x3[i] + %s * g;", l1, c1);
+            ct_emit_line(e, "const float v = %s * x4[i] + %s * g * g;", l2, c2);
+            ct_emit_line(e, "const float den = sqrtf(v) / bc2f + %s;", le);
+            ct_emit_line(e, "y1[i] = m;");
+            ct_emit_line(e, "y2[i] = v;");
+            ct_emit_line(e, "y0[i] = p - ss * (m / den);");
+            ct_emit_close(e);
+        } else {
+            bool ex = ct_node_attr_int(n, "exclude", 0) != 0;
+            flit(l1, sizeof l1, ct_node_attr_float(n, "momentum", 0.9f));
+            flit(l2, sizeof l2, ct_node_attr_float(n, "trust_coefficient", 0.001f));
+            ct_emit_line(e, "float q = 1.0f;");
+            if (!ex) {
+                ct_emit_line(e, "double pn = 0, dn = 0;");
+                ct_emit_for(e, "i", "%lld", (long long)k);
+                ct_emit_line(e, "const double p = x0[i], d = x1[i] + %s * x0[i];", l3);
+                ct_emit_line(e, "pn += p * p;");
+                ct_emit_line(e, "dn += d * d;");
+                ct_emit_close(e);
+                ct_emit_line(e, "if (pn > 0 && dn > 0) q = (float)(%s * sqrt(pn) / sqrt(dn));", l2);
+            }
+            ct_emit_pfor(e, "i", 1, ser, "%lld", (long long)k);
+            if (ex) ct_emit_line(e, "const float d = x1[i];");
+            else ct_emit_line(e, "const float d = (x1[i] + %s * x0[i]) * q;", l3);
+            ct_emit_line(e, "const float b = %s * x3[i] + d;", l1);
+            ct_emit_line(e, "y1[i] = b;");
+            ct_emit_line(e, "y0[i] = x0[i] - lr * b;");
+            ct_emit_close(e);
+            ct_emit_line(e, "(void)q;");
+        }
+        kernel_close(c);
+        return;
+    }
+    default:
+        unsupported(c, n, "no C kernel for this training op");
+        return;
+    }
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 static void emit_node(cg *c, const ct_node *n)
@@ -1428,6 +1710,10 @@ static void emit_node(cg *c, const ct_node *n)
     case CT_OP_PAD: case CT_OP_TILE: emit_pad_tile(c, n); return;
     case CT_OP_SHAPE: case CT_OP_SIZE: case CT_OP_CONSTANT_OF_SHAPE: emit_shape_ops(c, n); return;
     default:
+        if (!strcmp(ct_op_table[n->op].domain, "ai.contra")) {
+            emit_train(c, n);
+            return;
+        }
         unsupported(c, n, "no C kernel for this op (constant inputs are expected to be folded first)");
         return;
     }
@@ -1467,6 +1753,50 @@ static ct_status place_values(cg *c)
     return CT_OK;
 }
 
+
+/* State updates (g->assigns). The memory plan treats an assign's source like
+ * any intermediate, so its arena bytes may be reused before the end of the
+ * program: the backend moves every assigned TEMP source out of the arena.
+ * When nothing reads the destination after the source's producer (optimizer
+ * steps, BatchNorm running statistics, counters), the source is placed on the
+ * destination's own bytes and the kernel updates it in place (every training
+ * kernel reads an element before writing it). Otherwise the source gets its
+ * own persistent bytes and forward() copies it into the destination at the
+ * end. copy[i] tells which. */
+static ct_status place_assigns(cg *c, bool *copy)
+{
+    const ct_graph *g = c->g;
+    for (int i = 0; i < g->n_assigns; i++) {
+        const ct_value *dst = g->assigns[i].dst, *src = g->assigns[i].src;
+        copy[i] = true;
+        if (dst->kind != CT_VALUE_PARAM && dst->kind != CT_VALUE_STATE)
+            return ct_errorf("state update of '%s': the destination must be a PARAM or STATE value", dst->name);
+        if (dst->dtype != src->dtype || ct_value_nbytes(dst) != ct_value_nbytes(src))
+            return ct_errorf("state update '%s' <- '%s': dtype or size differ", dst->name, src->name);
+        if (src->kind != CT_VALUE_TEMP || !src->producer) continue;
+        bool src_shared = false; /* another assign writes from the same source */
+        for (int j = 0; j < g->n_assigns; j++)
+            if (j != i && g->assigns[j].src == src) src_shared = true;
+        int pos = src->producer->id, last_read = -1;
+        for (int k = 0; k < g->n_nodes; k++)
+            for (int a = 0; a < g->nodes[k]->n_in; a++)
+                if (g->nodes[k]->in[a] == dst) last_read = k;
+        bool dst_output = false;
+        for (int k = 0; k < g->n_outputs; k++)
+            if (g->outputs[k] == dst) dst_output = true;
+        if (!src_shared && !dst_output && last_read <= pos && c->region[src->id] == CT_PT_REGION_ARENA) {
+            c->region[src->id] = CT_PT_REGION_PERSIST;
+            c->off[src->id] = c->off[dst->id];
+            copy[i] = false;
+        } else if (c->region[src->id] == CT_PT_REGION_ARENA) {
+            c->region[src->id] = CT_PT_REGION_PERSIST;
+            c->off[src->id] = c->persist_bytes;
+            c->persist_bytes = align_up(c->persist_bytes + (int64_t)ct_value_nbytes(src));
+        }
+    }
+    return CT_OK;
+}
+
 /* ------------------------------------------------------------ driver */
 
 static const char prologue[] =
@@ -1491,6 +1821,7 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     memset(&c, 0, sizeof c);
     c.g = g;
     ct_status st = CT_OK;
+    bool *copy = NULL;
     ct_emitter top;
     ct_emit_init(&top, &ct_dialect_c);
     ct_emit_init(&c.k, &ct_dialect_c);
@@ -1498,13 +1829,29 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     c.region = calloc((size_t)g->n_values + 1, sizeof *c.region);
     c.off = calloc((size_t)g->n_values + 1, sizeof *c.off);
     if (!c.region || !c.off) abort();
+    copy = calloc((size_t)g->n_assigns + 1, sizeof *copy);
+    if (!copy) abort();
     st = place_values(&c);
+    if (st) goto fail;
+    st = place_assigns(&c, copy);
     if (st) goto fail;
     /* scratch goes after the planned arena; its size is known once every
      * Conv is emitted, which does not move anything already placed */
     c.scratch_off = align_up(c.arena_bytes);
 
     for (int i = 0; i < g->n_nodes; i++) emit_node(&c, g->nodes[i]);
+    for (int i = 0; i < g->n_assigns; i++) {
+        const ct_value *dst = g->assigns[i].dst, *src = g->assigns[i].src;
+        char dn[256];
+        comment_safe(dn, sizeof dn, dst->name);
+        if (!copy[i]) {
+            ct_emit_raw(&c.f, "    /* state update \"%s\": written in place */\n", dn);
+            continue;
+        }
+        ct_emit_raw(&c.f, "    memcpy(P + %lld, %s + %lld, %lld); /* state update \"%s\" */\n", (long long)c.off[dst->id],
+                    c.region[src->id] == CT_PT_REGION_ARENA ? "A" : "P", (long long)c.off[src->id],
+                    (long long)ct_value_nbytes(dst), dn);
+    }
     if (c.n_errors) {
         st = ct_errorf("the C backend cannot lower %d node%s:%s", c.n_errors, c.n_errors > 1 ? "s" : "", c.errors);
         goto fail;
@@ -1519,6 +1866,7 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
                       " * arena %lld bytes (scratch %lld), persistent %lld bytes. Do not edit. */\n",
                 gname, c.n_kernels, (long long)arena_total, (long long)c.scratch_bytes, (long long)c.persist_bytes);
     ct_emit_raw(&top, "%s", prologue);
+    if (c.uses_train_lib) ct_emit_raw(&top, "%s", train_lib);
     ct_emit_raw(&top, "%.*s", (int)c.k.len, c.k.buf ? c.k.buf : "");
     ct_emit_raw(&top, "\nstatic void forward(void *arena, void *persist)\n{\n");
     ct_emit_raw(&top, "    char *A = (char *)arena, *P = (char *)persist;\n    (void)A;\n    (void)P;\n");
@@ -1589,6 +1937,7 @@ fail:
     free(c.region);
     free(c.off);
     free(c.errors);
+    free(copy);
     if (st) ct_c_program_free(out);
     return st;
 }

@@ -342,7 +342,8 @@ ct_status ct_autodiff(ct_graph *g, ct_value *loss, const ct_autodiff_options *op
         cap += opt->n_wrt;
         ct_grad_pair *pairs = ct_arena_alloc(&g->arena, sizeof(ct_grad_pair) * (size_t)(cap ? cap : 1));
         int np = 0;
-        renamed = calloc((size_t)g->n_values + 1, 1);
+        int n_renamed = g->n_values + 1; /* parts_total below may add values: bound-check against this */
+        renamed = calloc((size_t)n_renamed, 1);
         if (!renamed) abort();
         for (int pass = 0; pass < 2; pass++) {
             int count = pass == 0 ? nv : opt->n_wrt;
@@ -358,7 +359,7 @@ ct_status ct_autodiff(ct_graph *g, ct_value *loss, const ct_autodiff_options *op
                     st = ct_errorf("autodiff: a value named '%s' exists already (was autodiff run twice?)", gname);
                     goto fail;
                 }
-                if (d->kind == CT_VALUE_TEMP && d->producer && d->producer->id >= nn && d->id < g->n_values &&
+                if (d->kind == CT_VALUE_TEMP && d->producer && d->producer->id >= nn && d->id < n_renamed &&
                     !renamed[d->id]) {
                     d->name = gname;
                     renamed[d->id] = true;

@@ -4,6 +4,8 @@
  * passes/eval.c dispatches here for ai.contra ops. */
 #include "eval_train.h"
 
+#include "eval_optim.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,7 @@ static int64_t numel(const ct_value *v) { return ct_shape_numel(&v->shape); }
 
 bool ct_eval_train_supports(const ct_node *n)
 {
+    if (ct_eval_optim_supports(n)) return true; /* optimizer ops: passes/eval_optim.c */
     switch (n->op) {
     case CT_OP_STOP_GRADIENT:
         return n->in[0]->dtype == n->out[0]->dtype; /* a copy, any dtype */
@@ -389,6 +392,7 @@ static ct_status eval_sce_grad(const ct_node *n, const void *const *in, void *co
 
 ct_status ct_eval_train_node(const ct_node *n, const void *const *in, void *const *out)
 {
+    if (ct_eval_optim_supports(n)) return ct_eval_optim_node(n, in, out);
     if (!ct_eval_train_supports(n)) return FAIL("not supported by the reference interpreter");
     for (int i = 0; i < n->n_in; i++)
         if (n->in[i] && !in[i] && numel(n->in[i]) > 0) return FAIL("input %d has no data", i);

@@ -36,7 +36,9 @@ ct_status ct_rt_program_load(const char *dir, ct_rt_program **out)
      * says otherwise, idle OpenMP threads sleep (read when libgomp loads). */
     setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
     snprintf(path, sizeof path, "%s/model.so", dir);
-    p->so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* RTLD_NODELETE: the program's OpenMP (libgomp) worker threads outlive
+     * the program; unmapping their code at dlclose would crash them. */
+    p->so = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!p->so) {
         st = ct_errorf("cannot load compiled program '%s': %s", path, dlerror());
         goto fail;

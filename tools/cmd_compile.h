@@ -19,4 +19,20 @@ typedef struct {
  * params.bin, model.so). */
 ct_status cli_compile_infer(const char *model_path, const char *outdir, const cli_compile_options *opt);
 
+/* --method supervised: a classifier head on the encoder, cross-entropy, the optimizer. */
+#include "optim.h"
+typedef struct {
+    int64_t classes;
+    bool freeze_encoder;   /* linear evaluation: encoder frozen, BatchNorm in inference form */
+    const char *freeze;    /* comma-separated parameter names to freeze, or NULL */
+    const char *repr;      /* representation value (default: the model's first output) */
+    double lr;             /* default learning rate written for the trainer */
+    uint64_t seed;         /* head init */
+    ct_optim_options optim;
+} cli_train_options;
+
+/* Build the training graph and OUTDIR/{model.so, params.bin, trainer.txt, trainer}. */
+ct_status cli_compile_supervised(const char *model_path, const char *outdir, const cli_train_options *t,
+                                 const cli_compile_options *opt);
+
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "npy.h"
@@ -41,6 +42,8 @@ static void usage(FILE *f)
             "                     statistics, optimizer slots, step count) as DIR/<name>.npy\n"
             "                     (a '/' in a name makes a subfolder) after training\n"
             "  --threads T        threads for the program's loops and BLAS\n"
+            "  --time-steps       also print 'time S SECONDS' per step: wall time of the\n"
+            "                     step (batch copy + forward, backward, optimizer)\n"
             "  --print-lr N       print the schedule's lr for steps 0..N-1 and exit\n"
             "  -q, --quiet        no per-step lines\n"
             "  -h, --help         this help\n");
@@ -128,7 +131,7 @@ int main(int argc, char **argv)
     double lr = NAN, warmup_start = 0.001;
     long long steps = -1, epochs = -1, batch = 0, warmup = 0, print_lr = -1;
     int threads = 0;
-    bool quiet = false;
+    bool quiet = false, time_steps = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         double v = 0;
@@ -137,6 +140,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) quiet = true;
+        else if (!strcmp(a, "--time-steps")) time_steps = true;
         else if (!strcmp(a, "--x") && has) xpath = argv[++i];
         else if (!strcmp(a, "--y") && has) ypath = argv[++i];
         else if (!strcmp(a, "--save-params") && has) save = argv[++i];
@@ -276,6 +280,8 @@ int main(int argc, char **argv)
         if (st) goto out;
     }
     for (long long s = 0; s < steps; s++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         for (int64_t b = 0; b < m.batch; b++) {
             int64_t i = (s * m.batch + b) % n_samples;
             memcpy(xb + (size_t)b * per, (char *)x.data + (size_t)i * per, per);
@@ -284,6 +290,9 @@ int main(int argc, char **argv)
         double cur = ct_schedule_lr(&sc, s);
         *lrp = (float)cur;
         if ((st = ct_rt_program_run(p))) goto out;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (time_steps)
+            printf("time %lld %.9f\n", s + 1, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
         if (!quiet) printf("step %lld lr %.9g loss %.9g\n", s + 1, cur, (double)*loss);
         if (!isfinite(*loss)) {
             st = ct_errorf("step %lld: the loss is %g", s + 1, (double)*loss);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "codegen.h"
+#include "fileio.h"
 
 #ifndef CT_PROGRAM_H_PATH
 #error "CT_PROGRAM_H_PATH must name runtime/program.h (set by codegen/meson.build)"
@@ -29,48 +30,6 @@ static ct_status mkdir_p(const char *dir)
     return CT_OK;
 }
 
-/* Write a file atomically: temporary file, fsync, rename. */
-static ct_status write_atomic(const char *path, const void *data, size_t len)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return ct_errorf("cannot write '%s': %s", tmp, strerror(errno));
-    bool ok = len == 0 || fwrite(data, 1, len, f) == len;
-    ok = fflush(f) == 0 && ok;
-    ok = fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int err = errno;
-        unlink(tmp);
-        return ct_errorf("cannot write '%s': %s", path, strerror(err));
-    }
-    return CT_OK;
-}
-
-static ct_status read_file(const char *path, char **out, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return ct_errorf("cannot read '%s': %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) abort();
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n - 1 == 0) {
-            cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) abort();
-            buf = nb;
-        }
-    }
-    fclose(f);
-    buf[n] = 0;
-    *out = buf;
-    if (len) *len = n;
-    return CT_OK;
-}
 
 ct_status ct_codegen_c_write(const ct_c_program *p, const char *outdir)
 {
@@ -78,15 +37,15 @@ ct_status ct_codegen_c_write(const ct_c_program *p, const char *outdir)
     CT_TRY(mkdir_p(outdir));
     char *hdr = NULL;
     size_t hlen = 0;
-    CT_TRY(read_file(CT_PROGRAM_H_PATH, &hdr, &hlen));
+    CT_TRY(ct_file_read(CT_PROGRAM_H_PATH, &hdr, &hlen));
     snprintf(path, sizeof path, "%s/program.h", outdir);
-    ct_status st = write_atomic(path, hdr, hlen);
+    ct_status st = ct_file_write_atomic(path, hdr, hlen);
     free(hdr);
     if (st) return st;
     snprintf(path, sizeof path, "%s/params.bin", outdir);
-    CT_TRY(write_atomic(path, p->blob, p->blob_len));
+    CT_TRY(ct_file_write_atomic(path, p->blob, p->blob_len));
     snprintf(path, sizeof path, "%s/model.c", outdir);
-    CT_TRY(write_atomic(path, p->source, p->source_len));
+    CT_TRY(ct_file_write_atomic(path, p->source, p->source_len));
     return CT_OK;
 }
 
@@ -187,7 +146,7 @@ ct_status ct_codegen_c_build(const char *outdir, const char *cc)
         unlink(tmp);
         char *out = NULL;
         size_t len = 0;
-        ct_status rst = read_file(log, &out, &len);
+        ct_status rst = ct_file_read(log, &out, &len);
         if (rst) ct_status_free(rst);
         const char *shown = out ? out : "";
         if (len > 4000) shown = out + len - 4000;

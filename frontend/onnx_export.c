@@ -2,6 +2,7 @@
  * raw_data, typed inputs and outputs, nodes with attributes. Inputs that the
  * importer normalised (axes, pads, Clip bounds...) go back to attributes where
  * the graph's opset wants them. The file is written atomically. */
+#include "fileio.h"
 #include "frontend.h"
 
 #include <errno.h>
@@ -347,51 +348,6 @@ static ct_status build_model(exporter *ex, Onnx__ModelProto *m)
     return CT_OK;
 }
 
-/* Write buf to path atomically: a temporary file beside it, fsync, rename. */
-static ct_status write_atomic(const char *path, const void *buf, size_t len)
-{
-    ct_status st = CT_OK;
-    char *tmp = NULL;
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) abort();
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        st = ct_errorf("%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        free(tmp);
-        return st;
-    }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, (const char *)buf + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            st = ct_errorf("%s: write failed: %s", path, w < 0 ? strerror(errno) : "no progress");
-            goto fail;
-        }
-        done += (size_t)w;
-    }
-    if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
-        st = ct_errorf("%s: cannot sync: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (close(fd) != 0) {
-        fd = -1;
-        st = ct_errorf("%s: close failed: %s", path, strerror(errno));
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        st = ct_errorf("%s: cannot rename the temporary file into place: %s", path, strerror(errno));
-        goto fail;
-    }
-    free(tmp);
-    return CT_OK;
-fail:
-    if (fd >= 0) close(fd);
-    unlink(tmp);
-    free(tmp);
-    return st;
-}
-
 ct_status ct_onnx_save(const ct_graph *g, const char *path)
 {
     exporter ex = {.g = g};
@@ -405,7 +361,7 @@ ct_status ct_onnx_save(const ct_graph *g, const char *path)
         buf = malloc(len ? len : 1);
         if (!buf) abort();
         onnx__model_proto__pack(&m, buf);
-        st = write_atomic(path, buf, len);
+        st = ct_file_write_atomic(path, buf, len);
     } else {
         st = ct_status_wrap(st, "%s", path);
     }

@@ -2,6 +2,7 @@
  * The protobuf is unpacked, validated and copied into the graph's arena,
  * then freed at once; ct_frontend_normalize makes the result uniform.
  * Every error names the file (label), and the node or tensor at fault. */
+#include "fileio.h"
 #include "frontend.h"
 
 #include <errno.h>
@@ -732,44 +733,17 @@ ct_status ct_onnx_load_buffer(const void *buf, size_t len, const char *base_dir,
 ct_status ct_onnx_load(const char *path, ct_graph **out)
 {
     *out = NULL;
-    ct_status st = CT_OK;
-    char *buf = NULL, *dir = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        st = ct_errorf("%s: cannot open: %s", path, strerror(errno));
-        goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = ct_errorf("%s: not a regular file", path);
-        goto fail;
-    }
-    size_t len = (size_t)sb.st_size;
-    buf = malloc(len ? len : 1);
-    if (!buf) {
-        st = ct_errorf("%s: out of memory reading %zu bytes", path, len);
-        goto fail;
-    }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t r = read(fd, buf + done, len - done);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            st = ct_errorf("%s: read failed: %s", path, strerror(errno));
-            goto fail;
-        }
-        if (r == 0) break;
-        done += (size_t)r;
-    }
-    dir = strdup(path);
+    char *buf = NULL;
+    size_t len = 0;
+    CT_TRY(ct_file_read(path, &buf, &len));
+    /* External data is resolved relative to the model's folder. */
+    char *dir = strdup(path);
     if (!dir) abort();
     char *slash = strrchr(dir, '/');
     if (!slash) strcpy(dir, ".");
     else if (slash == dir) dir[1] = 0;
     else *slash = 0;
-    st = ct_onnx_load_buffer(buf, done, dir, path, out);
-fail:
-    if (fd >= 0) close(fd);
+    ct_status st = ct_onnx_load_buffer(buf, len, dir, path, out);
     free(buf);
     free(dir);
     return st;

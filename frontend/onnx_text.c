@@ -55,6 +55,7 @@
  * graph.  Initializers are ordered by first use, which depends only on the
  * graph's structure.
  */
+#include "fileio.h"
 #include "frontend.h"
 
 #include <errno.h>
@@ -1542,31 +1543,9 @@ done:
 ct_status ct_onnx_text_load(const char *path, ct_graph **out)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return ct_errorf("%s: cannot open: %s", path, strerror(errno));
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? 2 * cap : 65536;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return ct_errorf("%s: out of memory reading the file", path);
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return ct_errorf("%s: read error", path);
-    }
+    size_t len = 0;
+    CT_TRY(ct_file_read(path, &buf, &len));
     ct_status st = ct_onnx_text_parse(buf, len, path, out);
     free(buf);
     return st;

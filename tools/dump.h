@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "ir.h"
+#include "fileio.h"
 
 /* Statistics of a graph. Symbolic batch dimensions count as 1 (flagged by
  * per_sample). FLOPs: a multiply-add counts as 2. */
@@ -44,9 +45,5 @@ void ct_dump_dot_print(FILE *f, const ct_graph *g);
  * unless N equals its fixed batch, rather than printing shapes for a batch
  * the graph does not have. */
 ct_status ct_cli_batch_set(ct_graph *g, int64_t batch, const char *label);
-
-/* Write len bytes to path atomically (temporary file in the same folder,
- * fsync, rename); nothing is left behind on error. */
-ct_status ct_file_write_atomic(const char *path, const void *data, size_t len);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "eval.h"
 #include "eval_train.h"
+#include "eval_methods.h"
 
 /* ---------------------------------------------------------------- element access */
 
@@ -1240,6 +1241,7 @@ static ct_status eval_batch_norm(const ct_node *n, const void *const *in, void *
 bool ct_eval_supports(const ct_node *n)
 {
     if ((int)n->op < 0 || n->op >= CT_OP_COUNT) return false;
+    if (ct_eval_methods_supports(n)) return true; /* methods ops (QueuePush) */
     if (!strcmp(ct_op_table[n->op].domain, "ai.contra")) return ct_eval_train_supports(n); /* training ops */
     switch (n->op) {
     case CT_OP_CONV: case CT_OP_MAX_POOL: case CT_OP_AVERAGE_POOL: {
@@ -1298,6 +1300,7 @@ ct_status ct_eval_node(const ct_node *n, const void *const *in, void *const *out
         if (!out[i] && numel(v) > 0) return FAIL("output %d ('%s') has no buffer", i, v->name);
     }
     if (!ct_eval_supports(n)) return FAIL("not supported by the reference interpreter");
+    if (ct_eval_methods_supports(n)) return ct_eval_methods_node(n, in, out);
     if (!strcmp(ct_op_table[n->op].domain, "ai.contra")) return ct_eval_train_node(n, in, out);
     switch (n->op) { /* ops whose output 0 has the input's shape */
     case CT_OP_RELU: case CT_OP_SIGMOID: case CT_OP_HARD_SIGMOID: case CT_OP_HARD_SWISH:

@@ -394,3 +394,31 @@ def test_table_names_unique(run_contra):
     assert len(set(names)) == len(names)
     assert "features.0.2/Sigmoid" in names and "features.0.2/Mul" in names
     assert not any(n.startswith("/") for n in names)
+
+
+@pytest.mark.parametrize("preset,batch,expect", [
+    ("moco-v2", 8, {"QueuePush", "SGDStep", "SoftmaxCrossEntropy", "StopGradient", "ConvGradWeight"}),
+    ("simclr", 4, {"LarsStep", "SoftmaxCrossEntropy", "ConvGradInput"}),
+    ("byol", 4, {"BatchNormTrain", "BatchNormGrad"}),
+])
+def test_dump_method_training_graph(run_contra, preset, batch, expect):
+    """--method shows the whole training graph: encoder, heads, loss,
+    backward, optimizer and state updates."""
+    d = _dump_json(run_contra, TINY, "--method", preset, "--batch", str(batch))
+    ops = {n["op"] for n in d["nodes"]}
+    assert expect <= ops, expect - ops
+    kinds = {v["name"]: v["kind"] for v in d["values"]}
+    assert any(n.startswith("grad/") for n in kinds)
+    if preset == "moco-v2":
+        assert kinds["queue"] == "state" and kinds["queue_ptr"] == "state"
+        assert any(n.startswith("key/") and k == "state" for n, k in kinds.items())
+
+
+def test_dump_method_errors(run_contra):
+    p = run_contra("dump", TINY, "--method", "nosuch", check=False)
+    assert p.returncode == 1 and "unknown method preset 'nosuch'" in p.stderr and "moco-v2" in p.stderr
+    # MoCo v2's 8 BatchNorm splits need a batch divisible by 8
+    p = run_contra("dump", TINY, "--method", "moco-v2", "--batch", "4", check=False)
+    assert p.returncode == 1 and "not divisible by 8" in p.stderr
+    p = run_contra("dump", TINY, "--method", check=False)
+    assert p.returncode == 2

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "method.h"
 #include "dump.h"
 #include "frontend.h"
 #include "passes.h"
@@ -19,7 +20,8 @@ typedef enum { FMT_TABLE, FMT_TEXT, FMT_JSON, FMT_DOT, FMT_SVG } dump_format;
 static void dump_usage(FILE *f)
 {
     fprintf(f,
-            "usage: contra dump MODEL [--after PASS] [--format FORMAT] [--stats] [--batch N] [-o FILE]\n"
+            "usage: contra dump MODEL [--method PRESET] [--after PASS] [--format FORMAT] [--stats]\n"
+            "                   [--batch N] [-o FILE]\n"
             "\n"
             "Load MODEL (ONNX protobuf, or the ONNX text syntax: *.onnxtxt or a file starting\n"
             "with '<'), run the default pass pipeline and print the graph.\n"
@@ -53,8 +55,17 @@ static void dump_usage(FILE *f)
             "  --stats          op counts, trainable parameters and bytes, state (BatchNorm\n"
             "                   statistics) and constants, FLOPs per node and in total (a\n"
             "                   multiply-add counts as 2), multiply-adds, activation bytes\n"
+            "  --method PRESET  show the whole training graph of a contrastive method attached\n"
+            "                   to MODEL as its encoder (heads, key/target encoder, loss,\n"
+            "                   backward, state updates, optimizer), with the preset's defaults:\n"
+            "                  ");
+    for (const char *const *m = ct_method_preset_names(); *m; m++) fprintf(f, " %s", *m);
+    fprintf(f,
+            "\n"
+            "                   ('--after import' shows it as attached, before the passes)\n"
             "  --batch N        fix the symbolic batch dimension to N before the passes (a model\n"
-            "                   exported with a fixed batch accepts only that batch)\n"
+            "                   exported with a fixed batch accepts only that batch); with\n"
+            "                   --method, the method's batch per view (default: the preset's)\n"
             "  -o FILE          write to FILE (atomically) instead of standard output\n"
             "  -h, --help       show this help\n"
             "\n"
@@ -179,9 +190,24 @@ fail:
     return st;
 }
 
+/* Replace the encoder *g by the training graph of a method preset attached to it. */
+static ct_status attach_method(ct_graph **g, const char *preset, int64_t batch)
+{
+    ct_method_options o;
+    CT_TRY(ct_method_preset(preset, &o));
+    if (batch > 0) o.batch = batch;
+    o.attach_optimizer = o.optimizer != NULL;
+    ct_graph *train = NULL;
+    ct_status st = ct_method_attach(*g, &o, &train);
+    if (st) return ct_status_wrap(st, "%s: --method %s", (*g)->source_path ? (*g)->source_path : "model", preset);
+    ct_graph_free(*g);
+    *g = train;
+    return CT_OK;
+}
+
 int cmd_dump(int argc, char **argv)
 {
-    const char *model = NULL, *after = NULL, *out_path = NULL;
+    const char *model = NULL, *after = NULL, *out_path = NULL, *method = NULL;
     dump_format fmt = FMT_TABLE;
     bool stats_on = false;
     int64_t batch = 0;
@@ -223,6 +249,9 @@ int cmd_dump(int argc, char **argv)
         } else if ((v = opt_value(argc, argv, &i, "-o", &missing)) || missing) {
             if (missing) return dump_usage_error("%s needs a file name", a);
             out_path = v;
+        } else if ((v = opt_value(argc, argv, &i, "--method", &missing)) || missing) {
+            if (missing) return dump_usage_error("%s needs a method preset", a);
+            method = v;
         } else if (a[0] == '-' && a[1]) {
             return dump_usage_error("unknown option '%s'", a);
         } else if (model) {
@@ -237,7 +266,10 @@ int cmd_dump(int argc, char **argv)
 
     st = ct_model_load(model, &g);
     if (st) goto fail;
-    if (batch > 0) {
+    if (method) {
+        st = attach_method(&g, method, batch);
+        if (st) goto fail;
+    } else if (batch > 0) {
         st = ct_cli_batch_set(g, batch, model);
         if (st) goto fail;
     }

@@ -215,6 +215,15 @@ const char *ct_attr_type_name(ct_attr_type t)
     return "undefined";
 }
 
+ct_status ct_node_errorf(const ct_node *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ct_status st = ct_verrorf(fmt, ap);
+    va_end(ap);
+    return ct_status_wrap(st, "node '%s' (%s)", n->name, ct_op_table[n->op].name);
+}
+
 const ct_attr *ct_node_attr(const ct_node *n, const char *name)
 {
     for (int i = 0; i < n->n_attr; i++)

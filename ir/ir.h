@@ -171,6 +171,9 @@ struct ct_node {
     const char *fused_from; /* for fused nodes: what they replaced, for dump */
 };
 
+/* An error about node n: "node 'NAME' (OpType): message". */
+ct_status ct_node_errorf(const ct_node *n, const char *fmt, ...) CT_PRINTF(2, 3);
+
 const ct_attr *ct_node_attr(const ct_node *n, const char *name); /* NULL if absent */
 int64_t ct_node_attr_int(const ct_node *n, const char *name, int64_t dflt);
 float ct_node_attr_float(const ct_node *n, const char *name, float dflt);

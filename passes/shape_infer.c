@@ -21,21 +21,10 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-static const char *op_name(const ct_node *n) { return ct_op_table[n->op].name; }
-
-static ct_status node_err(const ct_node *n, const char *fmt, ...) CT_PRINTF(2, 3);
-static ct_status node_err(const ct_node *n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    ct_status st = ct_verrorf(fmt, ap);
-    va_end(ap);
-    return ct_status_wrap(st, "node '%s' (%s)", n->name, op_name(n));
-}
 
 static ct_status batch_err(const ct_node *n, const char *what)
 {
-    return node_err(n, "%s depends on the symbolic batch dimension; compile with a fixed batch (contra --batch N)",
+    return ct_node_errorf(n, "%s depends on the symbolic batch dimension; compile with a fixed batch (contra --batch N)",
                     what);
 }
 
@@ -64,7 +53,7 @@ static bool has_in(const ct_node *n, int i) { return i < n->n_in && n->in[i]; }
 static ct_status norm_axis(const ct_node *n, int64_t a, int r, const char *what, int *out)
 {
     if (a < -r || a >= r)
-        return node_err(n, "%s %" PRId64 " is out of range for rank %d (valid: %d..%d)", what, a, r, -r, r - 1);
+        return ct_node_errorf(n, "%s %" PRId64 " is out of range for rank %d (valid: %d..%d)", what, a, r, -r, r - 1);
     *out = (int)(a < 0 ? a + r : a);
     return CT_OK;
 }
@@ -112,21 +101,21 @@ static ct_status const_ints(const ct_graph *g, const ct_node *n, int idx, const 
 {
     const ct_value *v = n->in[idx];
     if (v->kind != CT_VALUE_CONST || !v->data)
-        return node_err(n, "input %d '%s' (%s) must be a constant (after folding), but it is computed at run time%s",
+        return ct_node_errorf(n, "input %d '%s' (%s) must be a constant (after folding), but it is computed at run time%s",
                         idx, v->name, what,
                         graph_has_symbolic_batch(g)
                             ? "; shape computations on a symbolic batch cannot be folded: compile with a "
                               "fixed batch (contra --batch N)"
                             : "");
     if (v->dtype != CT_I64 && v->dtype != CT_I32)
-        return node_err(n, "input %d '%s' (%s) must be int64 or int32, not %s", idx, v->name, what,
+        return ct_node_errorf(n, "input %d '%s' (%s) must be int64 or int32, not %s", idx, v->name, what,
                         ct_dtype_name(v->dtype));
     if (v->shape.rank > 1)
-        return node_err(n, "input %d '%s' (%s) must be a 1-D tensor, has shape %s", idx, v->name, what,
+        return ct_node_errorf(n, "input %d '%s' (%s) must be a 1-D tensor, has shape %s", idx, v->name, what,
                         SHAPE_STR(&v->shape));
     int64_t k = ct_shape_numel(&v->shape);
     if (k < 0 || k > max)
-        return node_err(n, "input %d '%s' (%s) has %" PRId64 " elements, at most %d supported", idx, v->name, what,
+        return ct_node_errorf(n, "input %d '%s' (%s) has %" PRId64 " elements, at most %d supported", idx, v->name, what,
                         k, max);
     for (int64_t i = 0; i < k; i++)
         vals[i] = v->dtype == CT_I64 ? ((const int64_t *)v->data)[i] : ((const int32_t *)v->data)[i];
@@ -139,11 +128,11 @@ static ct_status const_scalar(const ct_graph *g, const ct_node *n, int idx, cons
 {
     const ct_value *v = n->in[idx];
     if (v->kind != CT_VALUE_CONST || !v->data)
-        return node_err(n, "input %d '%s' (%s) must be a constant (after folding), but it is computed at run time%s",
+        return ct_node_errorf(n, "input %d '%s' (%s) must be a constant (after folding), but it is computed at run time%s",
                         idx, v->name, what,
                         graph_has_symbolic_batch(g) ? "; compile with a fixed batch (contra --batch N)" : "");
     if (ct_shape_numel(&v->shape) != 1)
-        return node_err(n, "input %d '%s' (%s) must be a scalar, has shape %s", idx, v->name, what,
+        return ct_node_errorf(n, "input %d '%s' (%s) must be a scalar, has shape %s", idx, v->name, what,
                         SHAPE_STR(&v->shape));
     switch (v->dtype) {
     case CT_F32: *out = ((const float *)v->data)[0]; break;
@@ -153,7 +142,7 @@ static ct_status const_scalar(const ct_graph *g, const ct_node *n, int idx, cons
     case CT_I8: *out = ((const int8_t *)v->data)[0]; break;
     case CT_U8: *out = ((const uint8_t *)v->data)[0]; break;
     default:
-        return node_err(n, "input %d '%s' (%s) has unsupported dtype %s", idx, v->name, what,
+        return ct_node_errorf(n, "input %d '%s' (%s) has unsupported dtype %s", idx, v->name, what,
                         ct_dtype_name(v->dtype));
     }
     return CT_OK;
@@ -171,7 +160,7 @@ static ct_status read_axes(const ct_graph *g, const ct_node *n, int idx, int64_t
     int k;
     const int64_t *a = ct_node_attr_ints(n, "axes", &k);
     if (a) {
-        if (k > CT_MAX_RANK) return node_err(n, "has %d axes, at most %d supported", k, CT_MAX_RANK);
+        if (k > CT_MAX_RANK) return ct_node_errorf(n, "has %d axes, at most %d supported", k, CT_MAX_RANK);
         memcpy(axes, a, sizeof(int64_t) * (size_t)k);
         *count = k;
         *given = true;
@@ -199,7 +188,7 @@ static ct_status bcast_shapes(const ct_node *n, const ct_shape *a, const ct_shap
         int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
         if (!bcast_dim(da, db, &r.dims[i])) {
             ct_shape sa = {.rank = 1, .dims = {da}}, sb = {.rank = 1, .dims = {db}};
-            return node_err(n, "shapes %s and %s cannot be broadcast (dimension %d: %s vs %s)", SHAPE_STR(a),
+            return ct_node_errorf(n, "shapes %s and %s cannot be broadcast (dimension %d: %s vs %s)", SHAPE_STR(a),
                             SHAPE_STR(b), i, SHAPE_STR(&sa), SHAPE_STR(&sb));
         }
     }
@@ -210,7 +199,7 @@ static ct_status bcast_shapes(const ct_node *n, const ct_shape *a, const ct_shap
 static ct_status same_dtype(const ct_node *n, int i, int j)
 {
     if (in_dtype(n, i) != in_dtype(n, j))
-        return node_err(n, "inputs '%s' (%s) and '%s' (%s) must have the same dtype", n->in[i]->name,
+        return ct_node_errorf(n, "inputs '%s' (%s) and '%s' (%s) must have the same dtype", n->in[i]->name,
                         ct_dtype_name(in_dtype(n, i)), n->in[j]->name, ct_dtype_name(in_dtype(n, j)));
     return CT_OK;
 }
@@ -223,7 +212,7 @@ ct_status ct_infer_unary(ct_graph *g, ct_node *n)
     const ct_shape *s = in_shape(n, 0);
     ct_dtype t = in_dtype(n, 0);
     if (n->op == CT_OP_NOT && t != CT_BOOL)
-        return node_err(n, "input '%s' must be bool, not %s", n->in[0]->name, ct_dtype_name(t));
+        return ct_node_errorf(n, "input '%s' must be bool, not %s", n->in[0]->name, ct_dtype_name(t));
     if (n->op == CT_OP_SOFTMAX || n->op == CT_OP_LOG_SOFTMAX) {
         int ax = 0;
         CT_TRY(norm_axis(n, ct_node_attr_int(n, "axis", -1), s->rank ? s->rank : 1, "axis", &ax));
@@ -232,7 +221,7 @@ ct_status ct_infer_unary(ct_graph *g, ct_node *n)
         for (int i = 1; i < n->n_in; i++) {
             if (!n->in[i]) continue;
             if (ct_shape_numel(&n->in[i]->shape) != 1)
-                return node_err(n, "%s '%s' must be a scalar, has shape %s", i == 1 ? "min" : "max", n->in[i]->name,
+                return ct_node_errorf(n, "%s '%s' must be a scalar, has shape %s", i == 1 ? "min" : "max", n->in[i]->name,
                                 SHAPE_STR(&n->in[i]->shape));
             CT_TRY(same_dtype(n, 0, i));
         }
@@ -245,9 +234,9 @@ ct_status ct_infer_dropout(ct_graph *g, ct_node *n)
 {
     (void)g;
     if (has_in(n, 1) && ct_shape_numel(&n->in[1]->shape) != 1)
-        return node_err(n, "ratio '%s' must be a scalar, has shape %s", n->in[1]->name, SHAPE_STR(in_shape(n, 1)));
+        return ct_node_errorf(n, "ratio '%s' must be a scalar, has shape %s", n->in[1]->name, SHAPE_STR(in_shape(n, 1)));
     if (has_in(n, 2) && (in_dtype(n, 2) != CT_BOOL || ct_shape_numel(&n->in[2]->shape) != 1))
-        return node_err(n, "training_mode '%s' must be a bool scalar, is %s %s", n->in[2]->name,
+        return ct_node_errorf(n, "training_mode '%s' must be a bool scalar, is %s %s", n->in[2]->name,
                         ct_dtype_name(in_dtype(n, 2)), SHAPE_STR(in_shape(n, 2)));
     set_out(n, 0, in_dtype(n, 0), in_shape(n, 0));
     set_out(n, 1, CT_BOOL, in_shape(n, 0));
@@ -258,9 +247,9 @@ ct_status ct_infer_cast(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_attr *a = ct_node_attr(n, "to");
-    if (!a || a->type != CT_ATTR_INT) return node_err(n, "lacks the 'to' attribute");
+    if (!a || a->type != CT_ATTR_INT) return ct_node_errorf(n, "lacks the 'to' attribute");
     ct_dtype t = ct_dtype_from_onnx((int)a->i);
-    if (t == CT_DTYPE_UNDEFINED) return node_err(n, "casts to ONNX type %" PRId64 ", which contra does not support", a->i);
+    if (t == CT_DTYPE_UNDEFINED) return ct_node_errorf(n, "casts to ONNX type %" PRId64 ", which contra does not support", a->i);
     set_out(n, 0, t, in_shape(n, 0));
     return CT_OK;
 }
@@ -282,12 +271,12 @@ ct_status ct_infer_broadcast(ct_graph *g, ct_node *n)
 {
     (void)g;
     for (int i = 1; i < n->n_in; i++) {
-        if (!n->in[i]) return node_err(n, "input %d is missing", i);
+        if (!n->in[i]) return ct_node_errorf(n, "input %d is missing", i);
         if (n->op != CT_OP_POW) CT_TRY(same_dtype(n, 0, i));
     }
     if (n->op == CT_OP_POW && !ct_dtype_is_float(in_dtype(n, 0)) && in_dtype(n, 0) != CT_I64 &&
         in_dtype(n, 0) != CT_I32)
-        return node_err(n, "base '%s' has unsupported dtype %s", n->in[0]->name, ct_dtype_name(in_dtype(n, 0)));
+        return ct_node_errorf(n, "base '%s' has unsupported dtype %s", n->in[0]->name, ct_dtype_name(in_dtype(n, 0)));
     ct_shape s;
     CT_TRY(broadcast_all(n, &s));
     set_out(n, 0, in_dtype(n, 0), &s);
@@ -299,7 +288,7 @@ ct_status ct_infer_compare(ct_graph *g, ct_node *n)
     (void)g;
     CT_TRY(same_dtype(n, 0, 1));
     if ((n->op == CT_OP_AND || n->op == CT_OP_OR) && in_dtype(n, 0) != CT_BOOL)
-        return node_err(n, "inputs must be bool, not %s", ct_dtype_name(in_dtype(n, 0)));
+        return ct_node_errorf(n, "inputs must be bool, not %s", ct_dtype_name(in_dtype(n, 0)));
     ct_shape s;
     CT_TRY(broadcast_all(n, &s));
     set_out(n, 0, CT_BOOL, &s);
@@ -310,7 +299,7 @@ ct_status ct_infer_where(ct_graph *g, ct_node *n)
 {
     (void)g;
     if (in_dtype(n, 0) != CT_BOOL)
-        return node_err(n, "condition '%s' must be bool, not %s", n->in[0]->name, ct_dtype_name(in_dtype(n, 0)));
+        return ct_node_errorf(n, "condition '%s' must be bool, not %s", n->in[0]->name, ct_dtype_name(in_dtype(n, 0)));
     CT_TRY(same_dtype(n, 1, 2));
     ct_shape s;
     CT_TRY(broadcast_all(n, &s));
@@ -329,7 +318,7 @@ static ct_status attr_ints_len(const ct_node *n, const char *name, int want, int
         for (int i = 0; i < want; i++) out[i] = dflt;
         return CT_OK;
     }
-    if (k != want) return node_err(n, "attribute '%s' has %d values, expected %d", name, k, want);
+    if (k != want) return ct_node_errorf(n, "attribute '%s' has %d values, expected %d", name, k, want);
     memcpy(out, a, sizeof(int64_t) * (size_t)want);
     return CT_OK;
 }
@@ -346,20 +335,20 @@ static ct_status window_out(const ct_node *n, const ct_shape *xs, const int64_t 
     bool explicit_pads = !strcmp(auto_pad, "NOTSET");
     if (!explicit_pads && strcmp(auto_pad, "SAME_UPPER") && strcmp(auto_pad, "SAME_LOWER") &&
         strcmp(auto_pad, "VALID"))
-        return node_err(n, "auto_pad '%s' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID", auto_pad);
+        return ct_node_errorf(n, "auto_pad '%s' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID", auto_pad);
     if (explicit_pads) CT_TRY(attr_ints_len(n, "pads", 2 * nsp, 0, pads));
     else if (ct_node_attr(n, "pads")) {
         int cnt;
         const int64_t *p = ct_node_attr_ints(n, "pads", &cnt);
         for (int i = 0; i < cnt; i++)
-            if (p[i] != 0) return node_err(n, "has both auto_pad '%s' and non-zero pads", auto_pad);
+            if (p[i] != 0) return ct_node_errorf(n, "has both auto_pad '%s' and non-zero pads", auto_pad);
     }
     for (int i = 0; i < nsp; i++) {
-        if (strides[i] < 1) return node_err(n, "stride %" PRId64 " on spatial axis %d must be positive", strides[i], i);
-        if (dil[i] < 1) return node_err(n, "dilation %" PRId64 " on spatial axis %d must be positive", dil[i], i);
-        if (k[i] < 1) return node_err(n, "kernel size %" PRId64 " on spatial axis %d must be positive", k[i], i);
+        if (strides[i] < 1) return ct_node_errorf(n, "stride %" PRId64 " on spatial axis %d must be positive", strides[i], i);
+        if (dil[i] < 1) return ct_node_errorf(n, "dilation %" PRId64 " on spatial axis %d must be positive", dil[i], i);
+        if (k[i] < 1) return ct_node_errorf(n, "kernel size %" PRId64 " on spatial axis %d must be positive", k[i], i);
         if (explicit_pads && (pads[i] < 0 || pads[i + nsp] < 0))
-            return node_err(n, "pads on spatial axis %d are negative", i);
+            return ct_node_errorf(n, "pads on spatial axis %d are negative", i);
     }
     for (int i = 0; i < nsp; i++) {
         int64_t in = xs->dims[2 + i];
@@ -384,11 +373,11 @@ static ct_status window_out(const ct_node *n, const ct_shape *xs, const int64_t 
             }
         }
         if (o < 1) goto too_small;
-        if (o > INT64_MAX) return node_err(n, "output size on spatial axis %d overflows", i);
+        if (o > INT64_MAX) return ct_node_errorf(n, "output size on spatial axis %d overflows", i);
         out[i] = (int64_t)o;
         continue;
     too_small:
-        return node_err(n, "input %s is too small for kernel %" PRId64 " (dilation %" PRId64 ") on spatial axis %d",
+        return ct_node_errorf(n, "input %s is too small for kernel %" PRId64 " (dilation %" PRId64 ") on spatial axis %d",
                         SHAPE_STR(xs), k[i], dil[i], i);
     }
     return CT_OK;
@@ -398,38 +387,38 @@ ct_status ct_infer_conv(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_shape *xs = in_shape(n, 0), *ws = in_shape(n, 1);
-    if (xs->rank < 3) return node_err(n, "input X %s must have rank >= 3 (N, C, spatial...)", SHAPE_STR(xs));
+    if (xs->rank < 3) return ct_node_errorf(n, "input X %s must have rank >= 3 (N, C, spatial...)", SHAPE_STR(xs));
     if (ws->rank != xs->rank)
-        return node_err(n, "weight %s must have the rank of input X %s", SHAPE_STR(ws), SHAPE_STR(xs));
+        return ct_node_errorf(n, "weight %s must have the rank of input X %s", SHAPE_STR(ws), SHAPE_STR(xs));
     CT_TRY(same_dtype(n, 0, 1));
     int nsp = xs->rank - 2;
     int64_t group = ct_node_attr_int(n, "group", 1);
-    if (group < 1) return node_err(n, "group %" PRId64 " must be positive", group);
+    if (group < 1) return ct_node_errorf(n, "group %" PRId64 " must be positive", group);
     for (int i = 1; i < ws->rank; i++)
         if (ws->dims[i] == BATCH || (i == 1 && xs->dims[1] == BATCH)) return batch_err(n, "the channel count");
     if (ws->dims[0] == BATCH) return batch_err(n, "the output channel count");
     int64_t c = xs->dims[1], m = ws->dims[0], expect;
     if (!mul_ok(ws->dims[1], group, &expect) || expect != c)
-        return node_err(n, "input X %s has %" PRId64 " channels, but weight %s with group %" PRId64
+        return ct_node_errorf(n, "input X %s has %" PRId64 " channels, but weight %s with group %" PRId64
                         " expects %" PRId64 " x %" PRId64,
                         SHAPE_STR(xs), c, SHAPE_STR(ws), group, ws->dims[1], group);
     if (m % group != 0)
-        return node_err(n, "output channels %" PRId64 " of weight %s are not divisible by group %" PRId64, m,
+        return ct_node_errorf(n, "output channels %" PRId64 " of weight %s are not divisible by group %" PRId64, m,
                         SHAPE_STR(ws), group);
     int64_t k[CT_MAX_RANK];
     int kc;
     const int64_t *ka = ct_node_attr_ints(n, "kernel_shape", &kc);
     if (ka) {
-        if (kc != nsp) return node_err(n, "kernel_shape has %d values, expected %d", kc, nsp);
+        if (kc != nsp) return ct_node_errorf(n, "kernel_shape has %d values, expected %d", kc, nsp);
         for (int i = 0; i < nsp; i++)
             if (ka[i] != ws->dims[2 + i])
-                return node_err(n, "kernel_shape does not match weight %s", SHAPE_STR(ws));
+                return ct_node_errorf(n, "kernel_shape does not match weight %s", SHAPE_STR(ws));
     }
     for (int i = 0; i < nsp; i++) k[i] = ws->dims[2 + i];
     if (has_in(n, 2)) {
         const ct_shape *bs = in_shape(n, 2);
         if (bs->rank != 1 || bs->dims[0] != m)
-            return node_err(n, "bias %s must have shape [%" PRId64 "] (output channels of weight %s)", SHAPE_STR(bs),
+            return ct_node_errorf(n, "bias %s must have shape [%" PRId64 "] (output channels of weight %s)", SHAPE_STR(bs),
                             m, SHAPE_STR(ws));
         CT_TRY(same_dtype(n, 0, 2));
     }
@@ -445,14 +434,14 @@ ct_status ct_infer_pool(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_shape *xs = in_shape(n, 0);
-    if (xs->rank < 3) return node_err(n, "input X %s must have rank >= 3 (N, C, spatial...)", SHAPE_STR(xs));
+    if (xs->rank < 3) return ct_node_errorf(n, "input X %s must have rank >= 3 (N, C, spatial...)", SHAPE_STR(xs));
     int nsp = xs->rank - 2;
     int kc;
     const int64_t *ka = ct_node_attr_ints(n, "kernel_shape", &kc);
-    if (!ka) return node_err(n, "lacks the 'kernel_shape' attribute");
-    if (kc != nsp) return node_err(n, "kernel_shape has %d values, input X %s has %d spatial axes", kc, SHAPE_STR(xs), nsp);
+    if (!ka) return ct_node_errorf(n, "lacks the 'kernel_shape' attribute");
+    if (kc != nsp) return ct_node_errorf(n, "kernel_shape has %d values, input X %s has %d spatial axes", kc, SHAPE_STR(xs), nsp);
     if (n->op == CT_OP_MAX_POOL && ct_node_attr_int(n, "storage_order", 0) != 0 && n->n_out > 1 && n->out[1])
-        return node_err(n, "storage_order=1 (column-major indices) is not supported");
+        return ct_node_errorf(n, "storage_order=1 (column-major indices) is not supported");
     bool ceil_mode = ct_node_attr_int(n, "ceil_mode", 0) != 0;
     ct_shape out = {.rank = xs->rank};
     out.dims[0] = xs->dims[0];
@@ -467,7 +456,7 @@ ct_status ct_infer_global_pool(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_shape *xs = in_shape(n, 0);
-    if (xs->rank < 3) return node_err(n, "input X %s must have rank >= 3 (N, C, spatial...)", SHAPE_STR(xs));
+    if (xs->rank < 3) return ct_node_errorf(n, "input X %s must have rank >= 3 (N, C, spatial...)", SHAPE_STR(xs));
     ct_shape out = *xs;
     for (int i = 2; i < out.rank; i++) out.dims[i] = 1;
     set_out(n, 0, in_dtype(n, 0), &out);
@@ -478,24 +467,24 @@ ct_status ct_infer_batch_norm(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_shape *xs = in_shape(n, 0);
-    if (xs->rank < 2) return node_err(n, "input X %s must have rank >= 2 (N, C, ...)", SHAPE_STR(xs));
+    if (xs->rank < 2) return ct_node_errorf(n, "input X %s must have rank >= 2 (N, C, ...)", SHAPE_STR(xs));
     int64_t c = xs->dims[1];
     if (c == BATCH) return batch_err(n, "the channel count");
     static const char *names[] = {"X", "scale", "B", "input_mean", "input_var"};
     for (int i = 1; i < 5; i++) {
         const ct_shape *s = in_shape(n, i);
         if (s->rank != 1 || s->dims[0] != c)
-            return node_err(n, "%s '%s' has shape %s, expected [%" PRId64 "] (channels of X %s)", names[i],
+            return ct_node_errorf(n, "%s '%s' has shape %s, expected [%" PRId64 "] (channels of X %s)", names[i],
                             n->in[i]->name, SHAPE_STR(s), c, SHAPE_STR(xs));
         if (!ct_dtype_is_float(in_dtype(n, i)))
-            return node_err(n, "%s '%s' must be floating point, not %s", names[i], n->in[i]->name,
+            return ct_node_errorf(n, "%s '%s' must be floating point, not %s", names[i], n->in[i]->name,
                             ct_dtype_name(in_dtype(n, i)));
     }
     if (!ct_dtype_is_float(in_dtype(n, 0)))
-        return node_err(n, "input X must be floating point, not %s", ct_dtype_name(in_dtype(n, 0)));
+        return ct_node_errorf(n, "input X must be floating point, not %s", ct_dtype_name(in_dtype(n, 0)));
     if (n->n_out > 1 && ct_node_attr_int(n, "training_mode", 0) == 0 &&
         ((n->out[1] != NULL) || (n->n_out > 2 && n->out[2] != NULL)))
-        return node_err(n, "has running mean/var outputs but training_mode is 0");
+        return ct_node_errorf(n, "has running mean/var outputs but training_mode is 0");
     set_out(n, 0, in_dtype(n, 0), xs);
     ct_shape cs = {.rank = 1, .dims = {c}};
     set_out(n, 1, in_dtype(n, 3), &cs);
@@ -510,25 +499,25 @@ ct_status ct_infer_gemm(ct_graph *g, ct_node *n)
     (void)g;
     const ct_shape *as = in_shape(n, 0), *bs = in_shape(n, 1);
     if (as->rank != 2 || bs->rank != 2)
-        return node_err(n, "A %s and B %s must be 2-D", SHAPE_STR(as), SHAPE_STR(bs));
+        return ct_node_errorf(n, "A %s and B %s must be 2-D", SHAPE_STR(as), SHAPE_STR(bs));
     CT_TRY(same_dtype(n, 0, 1));
     bool ta = ct_node_attr_int(n, "transA", 0) != 0, tb = ct_node_attr_int(n, "transB", 0) != 0;
     int64_t m = ta ? as->dims[1] : as->dims[0], ka = ta ? as->dims[0] : as->dims[1];
     int64_t kb = tb ? bs->dims[1] : bs->dims[0], nn = tb ? bs->dims[0] : bs->dims[1];
     if (ka == BATCH || kb == BATCH) return batch_err(n, "the inner dimension");
     if (ka != kb)
-        return node_err(n, "inner dimensions differ: A %s%s and B %s%s (%" PRId64 " vs %" PRId64 ")", SHAPE_STR(as),
+        return ct_node_errorf(n, "inner dimensions differ: A %s%s and B %s%s (%" PRId64 " vs %" PRId64 ")", SHAPE_STR(as),
                         ta ? " (transposed)" : "", SHAPE_STR(bs), tb ? " (transposed)" : "", ka, kb);
     ct_shape out = {.rank = 2, .dims = {m, nn}};
     if (has_in(n, 2)) {
         /* C broadcasts unidirectionally to (M, N). */
         const ct_shape *cs = in_shape(n, 2);
         CT_TRY(same_dtype(n, 0, 2));
-        if (cs->rank > 2) return node_err(n, "bias C %s has rank > 2", SHAPE_STR(cs));
+        if (cs->rank > 2) return ct_node_errorf(n, "bias C %s has rank > 2", SHAPE_STR(cs));
         for (int i = 0; i < cs->rank; i++) {
             int64_t d = cs->dims[i], o = out.dims[2 - cs->rank + i];
             if (d != 1 && d != o)
-                return node_err(n, "bias C %s cannot be broadcast to the output %s", SHAPE_STR(cs), SHAPE_STR(&out));
+                return ct_node_errorf(n, "bias C %s cannot be broadcast to the output %s", SHAPE_STR(cs), SHAPE_STR(&out));
         }
     }
     set_out(n, 0, in_dtype(n, 0), &out);
@@ -541,7 +530,7 @@ ct_status ct_infer_matmul(ct_graph *g, ct_node *n)
     const ct_shape *as = in_shape(n, 0), *bs = in_shape(n, 1);
     CT_TRY(same_dtype(n, 0, 1));
     if (as->rank == 0 || bs->rank == 0)
-        return node_err(n, "operands %s and %s must have rank >= 1", SHAPE_STR(as), SHAPE_STR(bs));
+        return ct_node_errorf(n, "operands %s and %s must have rank >= 1", SHAPE_STR(as), SHAPE_STR(bs));
     /* 1-D operands are promoted (A: prepend 1, B: append 1) and the axis removed after. */
     ct_shape a = *as, b = *bs;
     if (a.rank == 1) {
@@ -557,7 +546,7 @@ ct_status ct_infer_matmul(ct_graph *g, ct_node *n)
     if (ka == BATCH || kb == BATCH) {
         if (ka != kb) return batch_err(n, "the inner dimension");
     } else if (ka != kb) {
-        return node_err(n, "inner dimensions differ: %s x %s (%" PRId64 " vs %" PRId64 ")", SHAPE_STR(as),
+        return ct_node_errorf(n, "inner dimensions differ: %s x %s (%" PRId64 " vs %" PRId64 ")", SHAPE_STR(as),
                         SHAPE_STR(bs), ka, kb);
     }
     ct_shape ba = {.rank = a.rank - 2}, bb = {.rank = b.rank - 2}, batch;
@@ -593,7 +582,7 @@ ct_status ct_infer_reduce(ct_graph *g, ct_node *n)
     for (int i = 0; i < na; i++) {
         int ax = 0;
         CT_TRY(norm_axis(n, axes[i], xs->rank, "axis", &ax));
-        if (red[ax]) return node_err(n, "axis %" PRId64 " is repeated", axes[i]);
+        if (red[ax]) return ct_node_errorf(n, "axis %" PRId64 " is repeated", axes[i]);
         red[ax] = true;
     }
     ct_shape out = {.rank = 0};
@@ -629,12 +618,12 @@ ct_status ct_infer_flatten(ct_graph *g, ct_node *n)
     const ct_shape *xs = in_shape(n, 0);
     int64_t a = ct_node_attr_int(n, "axis", 1);
     if (a < -xs->rank || a > xs->rank)
-        return node_err(n, "axis %" PRId64 " is out of range for input %s", a, SHAPE_STR(xs));
+        return ct_node_errorf(n, "axis %" PRId64 " is out of range for input %s", a, SHAPE_STR(xs));
     int ax = (int)(a < 0 ? a + xs->rank : a);
     ct_shape out = {.rank = 2};
     bool ovf;
     if (!dims_product(xs->dims, 0, ax, &out.dims[0], &ovf) || !dims_product(xs->dims, ax, xs->rank, &out.dims[1], &ovf)) {
-        if (ovf) return node_err(n, "flattening %s overflows", SHAPE_STR(xs));
+        if (ovf) return ct_node_errorf(n, "flattening %s overflows", SHAPE_STR(xs));
         return batch_err(n, "flattening the batch together with other dimensions");
     }
     set_out(n, 0, in_dtype(n, 0), &out);
@@ -653,32 +642,32 @@ ct_status ct_infer_reshape(ct_graph *g, ct_node *n)
     for (int i = 0; i < k; i++) {
         int64_t d = sh[i];
         if (d == -1) {
-            if (neg >= 0) return node_err(n, "shape has more than one -1");
+            if (neg >= 0) return ct_node_errorf(n, "shape has more than one -1");
             neg = i;
             out.dims[i] = 1;
         } else if (d == 0 && !allowzero) {
             if (i >= xs->rank)
-                return node_err(n, "shape entry %d is 0 (copy) but input %s has rank %d", i, SHAPE_STR(xs), xs->rank);
+                return ct_node_errorf(n, "shape entry %d is 0 (copy) but input %s has rank %d", i, SHAPE_STR(xs), xs->rank);
             out.dims[i] = xs->dims[i];
         } else if (d < 0) {
-            return node_err(n, "shape entry %d is %" PRId64 ", which is invalid", i, d);
+            return ct_node_errorf(n, "shape entry %d is %" PRId64 ", which is invalid", i, d);
         } else {
             out.dims[i] = d;
         }
     }
     if (allowzero && neg >= 0)
         for (int i = 0; i < k; i++)
-            if (sh[i] == 0) return node_err(n, "with allowzero=1 the shape may not hold both 0 and -1");
+            if (sh[i] == 0) return ct_node_errorf(n, "with allowzero=1 the shape may not hold both 0 and -1");
     /* Element counts, with the batch factored out: input N^bi * pi, output N^bo * po. */
     int64_t pi = 1, po = 1;
     int bi = 0, bo = 0;
     for (int i = 0; i < xs->rank; i++) {
         if (xs->dims[i] == BATCH) bi++;
-        else if (!mul_ok(pi, xs->dims[i], &pi)) return node_err(n, "input %s overflows", SHAPE_STR(xs));
+        else if (!mul_ok(pi, xs->dims[i], &pi)) return ct_node_errorf(n, "input %s overflows", SHAPE_STR(xs));
     }
     for (int i = 0; i < k; i++) {
         if (out.dims[i] == BATCH) bo++;
-        else if (!mul_ok(po, out.dims[i], &po)) return node_err(n, "output shape overflows");
+        else if (!mul_ok(po, out.dims[i], &po)) return ct_node_errorf(n, "output shape overflows");
     }
     char want[160];
     {
@@ -690,7 +679,7 @@ ct_status ct_infer_reshape(ct_graph *g, ct_node *n)
     if (neg >= 0) {
         if (bi == bo) {
             if (po == 0 || pi % po != 0)
-                return node_err(n, "cannot reshape %s to %s: %" PRId64 " elements do not divide into %" PRId64,
+                return ct_node_errorf(n, "cannot reshape %s to %s: %" PRId64 " elements do not divide into %" PRId64,
                                 SHAPE_STR(xs), want, pi, po);
             out.dims[neg] = pi / po;
         } else if (bi == bo + 1 && po != 0 && pi == po) {
@@ -698,17 +687,17 @@ ct_status ct_infer_reshape(ct_graph *g, ct_node *n)
         } else if (bi > bo) {
             return batch_err(n, "reshaping to a shape that merges the batch with other dimensions");
         } else {
-            return node_err(n, "cannot reshape %s to %s", SHAPE_STR(xs), want);
+            return ct_node_errorf(n, "cannot reshape %s to %s", SHAPE_STR(xs), want);
         }
     } else {
         if (bi != bo) {
             if (bi > bo)
-                return node_err(n, "shape %s bakes in a fixed batch size, but input %s has a symbolic batch; "
+                return ct_node_errorf(n, "shape %s bakes in a fixed batch size, but input %s has a symbolic batch; "
                                 "compile with a fixed batch (contra --batch N)", want, SHAPE_STR(xs));
-            return node_err(n, "cannot reshape %s to %s", SHAPE_STR(xs), want);
+            return ct_node_errorf(n, "cannot reshape %s to %s", SHAPE_STR(xs), want);
         }
         if (pi != po)
-            return node_err(n, "cannot reshape %s (%" PRId64 " elements) to %s (%" PRId64 " elements)%s",
+            return ct_node_errorf(n, "cannot reshape %s (%" PRId64 " elements) to %s (%" PRId64 " elements)%s",
                             SHAPE_STR(xs), pi, want, po,
                             ct_shape_is_static(xs) && g->batch > 0
                                 ? "; the shape may bake in the batch size of the export: re-export with "
@@ -729,11 +718,11 @@ ct_status ct_infer_transpose(ct_graph *g, ct_node *n)
     if (!perm) {
         for (int i = 0; i < xs->rank; i++) out.dims[i] = xs->dims[xs->rank - 1 - i];
     } else {
-        if (k != xs->rank) return node_err(n, "perm has %d entries, input %s has rank %d", k, SHAPE_STR(xs), xs->rank);
+        if (k != xs->rank) return ct_node_errorf(n, "perm has %d entries, input %s has rank %d", k, SHAPE_STR(xs), xs->rank);
         bool seen[CT_MAX_RANK] = {false};
         for (int i = 0; i < k; i++) {
             if (perm[i] < 0 || perm[i] >= k || seen[perm[i]])
-                return node_err(n, "perm is not a permutation of 0..%d", k - 1);
+                return ct_node_errorf(n, "perm is not a permutation of 0..%d", k - 1);
             seen[perm[i]] = true;
             out.dims[i] = xs->dims[perm[i]];
         }
@@ -746,7 +735,7 @@ ct_status ct_infer_concat(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_attr *a = ct_node_attr(n, "axis");
-    if (!a || a->type != CT_ATTR_INT) return node_err(n, "lacks the 'axis' attribute");
+    if (!a || a->type != CT_ATTR_INT) return ct_node_errorf(n, "lacks the 'axis' attribute");
     const ct_shape *s0 = in_shape(n, 0);
     int ax = 0;
     CT_TRY(norm_axis(n, a->i, s0->rank, "axis", &ax));
@@ -754,22 +743,22 @@ ct_status ct_infer_concat(ct_graph *g, ct_node *n)
     int nb = out.dims[ax] == BATCH ? 1 : 0;
     int64_t sum = nb ? 0 : out.dims[ax];
     for (int i = 1; i < n->n_in; i++) {
-        if (!n->in[i]) return node_err(n, "input %d is missing", i);
+        if (!n->in[i]) return ct_node_errorf(n, "input %d is missing", i);
         const ct_shape *s = in_shape(n, i);
         CT_TRY(same_dtype(n, 0, i));
         if (s->rank != s0->rank)
-            return node_err(n, "input '%s' %s has a different rank than '%s' %s", n->in[i]->name, SHAPE_STR(s),
+            return ct_node_errorf(n, "input '%s' %s has a different rank than '%s' %s", n->in[i]->name, SHAPE_STR(s),
                             n->in[0]->name, SHAPE_STR(s0));
         for (int d = 0; d < s->rank; d++) {
             if (d == ax) continue;
             if (s->dims[d] != s0->dims[d]) {
                 if (s->dims[d] == BATCH || s0->dims[d] == BATCH) return batch_err(n, "concatenating");
-                return node_err(n, "input '%s' %s does not match '%s' %s outside axis %d", n->in[i]->name, SHAPE_STR(s),
+                return ct_node_errorf(n, "input '%s' %s does not match '%s' %s outside axis %d", n->in[i]->name, SHAPE_STR(s),
                                 n->in[0]->name, SHAPE_STR(s0), ax);
             }
         }
         if (s->dims[ax] == BATCH) nb++;
-        else if (sum > INT64_MAX - s->dims[ax]) return node_err(n, "the concatenated axis overflows");
+        else if (sum > INT64_MAX - s->dims[ax]) return ct_node_errorf(n, "the concatenated axis overflows");
         else sum += s->dims[ax];
     }
     if (nb == 0) out.dims[ax] = sum;
@@ -795,24 +784,24 @@ ct_status ct_infer_split(ct_graph *g, ct_node *n)
         CT_TRY(const_ints(g, n, 1, "split", buf, nout, &k));
         memcpy(sizes, buf, sizeof(int64_t) * (size_t)k);
     } else if (sa) {
-        if (ka > nout) return node_err(n, "split has %d sizes but the node has %d outputs", ka, nout);
+        if (ka > nout) return ct_node_errorf(n, "split has %d sizes but the node has %d outputs", ka, nout);
         memcpy(sizes, sa, sizeof(int64_t) * (size_t)ka);
         k = ka;
     }
-    if (k == 0 && (has_in(n, 1) || sa)) return node_err(n, "split sizes are empty");
+    if (k == 0 && (has_in(n, 1) || sa)) return ct_node_errorf(n, "split sizes are empty");
     if (k > 0) {
-        if (k != nout) return node_err(n, "split has %d sizes but the node has %d outputs", k, nout);
+        if (k != nout) return ct_node_errorf(n, "split has %d sizes but the node has %d outputs", k, nout);
         int64_t sum = 0;
         for (int i = 0; i < k; i++) {
-            if (sizes[i] < 0) return node_err(n, "split size %" PRId64 " is negative", sizes[i]);
-            if (sum > INT64_MAX - sizes[i]) return node_err(n, "split sizes overflow");
+            if (sizes[i] < 0) return ct_node_errorf(n, "split size %" PRId64 " is negative", sizes[i]);
+            if (sum > INT64_MAX - sizes[i]) return ct_node_errorf(n, "split sizes overflow");
             sum += sizes[i];
         }
         if (d == BATCH) {
             if (k == 1) sizes[0] = BATCH;
             else return batch_err(n, "splitting the batch axis");
         } else if (sum != d) {
-            return node_err(n, "split sizes sum to %" PRId64 " but axis %d of input %s is %" PRId64, sum, ax,
+            return ct_node_errorf(n, "split sizes sum to %" PRId64 " but axis %d of input %s is %" PRId64, sum, ax,
                             SHAPE_STR(xs), d);
         }
     } else {
@@ -822,7 +811,7 @@ ct_status ct_infer_split(ct_graph *g, ct_node *n)
         } else {
             int64_t num = ct_node_attr_int(n, "num_outputs", 0);
             if (num > 0) {
-                if (num != nout) return node_err(n, "num_outputs is %" PRId64 " but the node has %d outputs", num, nout);
+                if (num != nout) return ct_node_errorf(n, "num_outputs is %" PRId64 " but the node has %d outputs", num, nout);
                 int64_t chunk = (d + num - 1) / num;
                 for (int i = 0; i < nout; i++) {
                     int64_t left = d - chunk * i;
@@ -830,7 +819,7 @@ ct_status ct_infer_split(ct_graph *g, ct_node *n)
                 }
             } else {
                 if (d % nout != 0)
-                    return node_err(n, "axis %d of input %s (%" PRId64 ") does not split evenly into %d outputs", ax,
+                    return ct_node_errorf(n, "axis %d of input %s (%" PRId64 ") does not split evenly into %d outputs", ax,
                                     SHAPE_STR(xs), d, nout);
                 for (int i = 0; i < nout; i++) sizes[i] = d / nout;
             }
@@ -854,7 +843,7 @@ ct_status ct_infer_slice(ct_graph *g, ct_node *n)
     else {
         int k;
         const int64_t *a = ct_node_attr_ints(n, "starts", &k);
-        if (!a || k > CT_MAX_RANK) return node_err(n, "lacks starts");
+        if (!a || k > CT_MAX_RANK) return ct_node_errorf(n, "lacks starts");
         memcpy(starts, a, sizeof(int64_t) * (size_t)k);
         ns = k;
     }
@@ -862,21 +851,21 @@ ct_status ct_infer_slice(ct_graph *g, ct_node *n)
     else {
         int k;
         const int64_t *a = ct_node_attr_ints(n, "ends", &k);
-        if (!a || k > CT_MAX_RANK) return node_err(n, "lacks ends");
+        if (!a || k > CT_MAX_RANK) return ct_node_errorf(n, "lacks ends");
         memcpy(ends, a, sizeof(int64_t) * (size_t)k);
         ne = k;
     }
-    if (ns != ne) return node_err(n, "starts has %d entries but ends has %d", ns, ne);
+    if (ns != ne) return ct_node_errorf(n, "starts has %d entries but ends has %d", ns, ne);
     bool given;
     CT_TRY(read_axes(g, n, 3, axes, &na, &given));
     if (!given) {
         for (int i = 0; i < ns; i++) axes[i] = i;
         na = ns;
     }
-    if (na != ns) return node_err(n, "axes has %d entries but starts has %d", na, ns);
+    if (na != ns) return ct_node_errorf(n, "axes has %d entries but starts has %d", na, ns);
     if (has_in(n, 4)) {
         CT_TRY(const_ints(g, n, 4, "steps", steps, CT_MAX_RANK, &nst));
-        if (nst != ns) return node_err(n, "steps has %d entries but starts has %d", nst, ns);
+        if (nst != ns) return ct_node_errorf(n, "steps has %d entries but starts has %d", nst, ns);
     } else {
         for (int i = 0; i < ns; i++) steps[i] = 1;
     }
@@ -885,10 +874,10 @@ ct_status ct_infer_slice(ct_graph *g, ct_node *n)
     for (int i = 0; i < ns; i++) {
         int ax = 0;
         CT_TRY(norm_axis(n, axes[i], r, "axis", &ax));
-        if (seen[ax]) return node_err(n, "axis %" PRId64 " is repeated", axes[i]);
+        if (seen[ax]) return ct_node_errorf(n, "axis %" PRId64 " is repeated", axes[i]);
         seen[ax] = true;
         int64_t d = xs->dims[ax], st = starts[i], en = ends[i], step = steps[i];
-        if (step == 0) return node_err(n, "step on axis %d is 0", ax);
+        if (step == 0) return ct_node_errorf(n, "step on axis %d is 0", ax);
         if (d == BATCH) {
             /* Only the full slice keeps the symbolic batch. */
             if (step == 1 && st == 0 && en >= INT32_MAX) continue;
@@ -931,10 +920,10 @@ ct_status ct_infer_squeeze(ct_graph *g, ct_node *n)
     for (int i = 0; i < na; i++) {
         int ax = 0;
         CT_TRY(norm_axis(n, axes[i], xs->rank, "axis", &ax));
-        if (drop[ax]) return node_err(n, "axis %" PRId64 " is repeated", axes[i]);
+        if (drop[ax]) return ct_node_errorf(n, "axis %" PRId64 " is repeated", axes[i]);
         if (xs->dims[ax] == BATCH) return batch_err(n, "squeezing the batch axis");
         if (xs->dims[ax] != 1)
-            return node_err(n, "cannot squeeze axis %d of input %s: its size is %" PRId64 ", not 1", ax,
+            return ct_node_errorf(n, "cannot squeeze axis %d of input %s: its size is %" PRId64 ", not 1", ax,
                             SHAPE_STR(xs), xs->dims[ax]);
         drop[ax] = true;
     }
@@ -952,14 +941,14 @@ ct_status ct_infer_unsqueeze(ct_graph *g, ct_node *n)
     int na;
     bool given;
     CT_TRY(read_axes(g, n, 1, axes, &na, &given));
-    if (!given) return node_err(n, "lacks axes");
+    if (!given) return ct_node_errorf(n, "lacks axes");
     int r = xs->rank + na;
-    if (r > CT_MAX_RANK) return node_err(n, "the output would have rank %d (at most %d supported)", r, CT_MAX_RANK);
+    if (r > CT_MAX_RANK) return ct_node_errorf(n, "the output would have rank %d (at most %d supported)", r, CT_MAX_RANK);
     bool ins[CT_MAX_RANK] = {false};
     for (int i = 0; i < na; i++) {
         int ax = 0;
         CT_TRY(norm_axis(n, axes[i], r, "axis", &ax));
-        if (ins[ax]) return node_err(n, "axis %" PRId64 " is repeated", axes[i]);
+        if (ins[ax]) return ct_node_errorf(n, "axis %" PRId64 " is repeated", axes[i]);
         ins[ax] = true;
     }
     ct_shape out = {.rank = r};
@@ -972,13 +961,13 @@ ct_status ct_infer_gather(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_shape *xs = in_shape(n, 0), *is = in_shape(n, 1);
-    if (xs->rank == 0) return node_err(n, "data must have rank >= 1");
+    if (xs->rank == 0) return ct_node_errorf(n, "data must have rank >= 1");
     if (in_dtype(n, 1) != CT_I64 && in_dtype(n, 1) != CT_I32)
-        return node_err(n, "indices '%s' must be int64 or int32, not %s", n->in[1]->name, ct_dtype_name(in_dtype(n, 1)));
+        return ct_node_errorf(n, "indices '%s' must be int64 or int32, not %s", n->in[1]->name, ct_dtype_name(in_dtype(n, 1)));
     int ax = 0;
     CT_TRY(norm_axis(n, ct_node_attr_int(n, "axis", 0), xs->rank, "axis", &ax));
     int r = xs->rank - 1 + is->rank;
-    if (r > CT_MAX_RANK) return node_err(n, "the output would have rank %d (at most %d supported)", r, CT_MAX_RANK);
+    if (r > CT_MAX_RANK) return ct_node_errorf(n, "the output would have rank %d (at most %d supported)", r, CT_MAX_RANK);
     int64_t d = xs->dims[ax];
     const ct_value *iv = n->in[1];
     if (iv->kind == CT_VALUE_CONST && iv->data && d != BATCH) {
@@ -986,7 +975,7 @@ ct_status ct_infer_gather(ct_graph *g, ct_node *n)
         for (int64_t i = 0; i < cnt; i++) {
             int64_t k = iv->dtype == CT_I64 ? ((const int64_t *)iv->data)[i] : ((const int32_t *)iv->data)[i];
             if (k < -d || k >= d)
-                return node_err(n, "index %" PRId64 " is out of range for axis %d of data %s", k, ax, SHAPE_STR(xs));
+                return ct_node_errorf(n, "index %" PRId64 " is out of range for axis %d of data %s", k, ax, SHAPE_STR(xs));
         }
     }
     ct_shape out = {.rank = r};
@@ -1033,11 +1022,11 @@ ct_status ct_infer_constant(ct_graph *g, ct_node *n)
             found++;
         }
     }
-    if (found != 1) return node_err(n, "must have exactly one value attribute (value, value_float, value_floats, value_int, value_ints), has %d", found);
+    if (found != 1) return ct_node_errorf(n, "must have exactly one value attribute (value, value_float, value_floats, value_int, value_ints), has %d", found);
     ct_shape s = {.rank = 0};
     switch (a->type) {
     case CT_ATTR_TENSOR:
-        if (!a->t) return node_err(n, "value tensor is missing");
+        if (!a->t) return ct_node_errorf(n, "value tensor is missing");
         set_out(n, 0, a->t->dtype, &a->t->shape);
         return CT_OK;
     case CT_ATTR_FLOAT: set_out(n, 0, CT_F32, &s); return CT_OK;
@@ -1052,7 +1041,7 @@ ct_status ct_infer_constant(ct_graph *g, ct_node *n)
         return CT_OK;
     default: break;
     }
-    return node_err(n, "attribute '%s' has type %s, which is not supported", a->name, ct_attr_type_name(a->type));
+    return ct_node_errorf(n, "attribute '%s' has type %s, which is not supported", a->name, ct_attr_type_name(a->type));
 }
 
 ct_status ct_infer_constant_of_shape(ct_graph *g, ct_node *n)
@@ -1062,15 +1051,15 @@ ct_status ct_infer_constant_of_shape(ct_graph *g, ct_node *n)
     CT_TRY(const_ints(g, n, 0, "shape", sh, CT_MAX_RANK, &k));
     ct_shape out = {.rank = k};
     for (int i = 0; i < k; i++) {
-        if (sh[i] < 0) return node_err(n, "shape entry %d is negative (%" PRId64 ")", i, sh[i]);
+        if (sh[i] < 0) return ct_node_errorf(n, "shape entry %d is negative (%" PRId64 ")", i, sh[i]);
         out.dims[i] = sh[i];
     }
     ct_dtype t = CT_F32;
     const ct_attr *a = ct_node_attr(n, "value");
     if (a) {
-        if (a->type != CT_ATTR_TENSOR || !a->t) return node_err(n, "attribute 'value' must be a tensor");
+        if (a->type != CT_ATTR_TENSOR || !a->t) return ct_node_errorf(n, "attribute 'value' must be a tensor");
         if (ct_shape_numel(&a->t->shape) != 1)
-            return node_err(n, "attribute 'value' must hold one element, has shape %s", SHAPE_STR(&a->t->shape));
+            return ct_node_errorf(n, "attribute 'value' must hold one element, has shape %s", SHAPE_STR(&a->t->shape));
         t = a->t->dtype;
     }
     set_out(n, 0, t, &out);
@@ -1084,7 +1073,7 @@ ct_status ct_infer_expand(ct_graph *g, ct_node *n)
     CT_TRY(const_ints(g, n, 1, "shape", sh, CT_MAX_RANK, &k));
     ct_shape target = {.rank = k};
     for (int i = 0; i < k; i++) {
-        if (sh[i] < 0) return node_err(n, "shape entry %d is negative (%" PRId64 ")", i, sh[i]);
+        if (sh[i] < 0) return ct_node_errorf(n, "shape entry %d is negative (%" PRId64 ")", i, sh[i]);
         target.dims[i] = sh[i];
     }
     ct_shape out;
@@ -1099,16 +1088,16 @@ ct_status ct_infer_tile(ct_graph *g, ct_node *n)
     int64_t rep[CT_MAX_RANK];
     int k;
     CT_TRY(const_ints(g, n, 1, "repeats", rep, CT_MAX_RANK, &k));
-    if (k != xs->rank) return node_err(n, "repeats has %d entries, input %s has rank %d", k, SHAPE_STR(xs), xs->rank);
+    if (k != xs->rank) return ct_node_errorf(n, "repeats has %d entries, input %s has rank %d", k, SHAPE_STR(xs), xs->rank);
     ct_shape out = *xs;
     for (int i = 0; i < k; i++) {
-        if (rep[i] < 0) return node_err(n, "repeat %" PRId64 " on axis %d is negative", rep[i], i);
+        if (rep[i] < 0) return ct_node_errorf(n, "repeat %" PRId64 " on axis %d is negative", rep[i], i);
         if (xs->dims[i] == BATCH) {
             if (rep[i] != 1) return batch_err(n, "tiling the batch axis");
             continue;
         }
         if (!mul_ok(xs->dims[i], rep[i], &out.dims[i]))
-            return node_err(n, "tiling %s overflows on axis %d", SHAPE_STR(xs), i);
+            return ct_node_errorf(n, "tiling %s overflows on axis %d", SHAPE_STR(xs), i);
     }
     set_out(n, 0, in_dtype(n, 0), &out);
     return CT_OK;
@@ -1120,7 +1109,7 @@ ct_status ct_infer_range(ct_graph *g, ct_node *n)
     CT_TRY(same_dtype(n, 0, 1));
     CT_TRY(same_dtype(n, 0, 2));
     if (t != CT_F32 && t != CT_F64 && t != CT_I64 && t != CT_I32)
-        return node_err(n, "dtype %s is not supported (float, double, int32, int64)", ct_dtype_name(t));
+        return ct_node_errorf(n, "dtype %s is not supported (float, double, int32, int64)", ct_dtype_name(t));
     int64_t len;
     if (t == CT_I64 || t == CT_I32) {
         int64_t v[3];
@@ -1129,24 +1118,24 @@ ct_status ct_infer_range(ct_graph *g, ct_node *n)
             static const char *what[] = {"start", "limit", "delta"};
             CT_TRY(const_ints(g, n, i, what[i], &v[i], 1, &k));
             if (k != 1 || n->in[i]->shape.rank != 0)
-                return node_err(n, "%s must be a scalar, has shape %s", what[i], SHAPE_STR(in_shape(n, i)));
+                return ct_node_errorf(n, "%s must be a scalar, has shape %s", what[i], SHAPE_STR(in_shape(n, i)));
         }
-        if (v[2] == 0) return node_err(n, "delta is 0");
+        if (v[2] == 0) return ct_node_errorf(n, "delta is 0");
         /* ceil((limit - start) / delta), in 128-bit to avoid overflow */
         __int128 num = (__int128)v[1] - v[0], den = v[2];
         __int128 q = num / den;
         if ((num % den != 0) && ((num > 0) == (den > 0))) q++;
         if (q < 0) q = 0;
-        if (q > INT64_MAX) return node_err(n, "the output length overflows");
+        if (q > INT64_MAX) return ct_node_errorf(n, "the output length overflows");
         len = (int64_t)q;
     } else {
         double v[3];
         static const char *what[] = {"start", "limit", "delta"};
         for (int i = 0; i < 3; i++) CT_TRY(const_scalar(g, n, i, what[i], &v[i]));
-        if (v[2] == 0) return node_err(n, "delta is 0");
+        if (v[2] == 0) return ct_node_errorf(n, "delta is 0");
         double q = ceil((v[1] - v[0]) / v[2]);
         if (!(q >= 0)) q = 0;
-        if (q > 9.0e18) return node_err(n, "the output length overflows");
+        if (q > 9.0e18) return ct_node_errorf(n, "the output length overflows");
         len = (int64_t)q;
     }
     ct_shape out = {.rank = 1, .dims = {len}};
@@ -1160,13 +1149,13 @@ ct_status ct_infer_pad(ct_graph *g, ct_node *n)
     int r = xs->rank;
     const char *mode = ct_node_attr_string(n, "mode", "constant");
     if (strcmp(mode, "constant") && strcmp(mode, "reflect") && strcmp(mode, "edge") && strcmp(mode, "wrap"))
-        return node_err(n, "mode '%s' is not one of constant, reflect, edge, wrap", mode);
+        return ct_node_errorf(n, "mode '%s' is not one of constant, reflect, edge, wrap", mode);
     int64_t pads[2 * CT_MAX_RANK];
     int np;
     if (has_in(n, 1)) CT_TRY(const_ints(g, n, 1, "pads", pads, 2 * CT_MAX_RANK, &np));
     else {
         const int64_t *a = ct_node_attr_ints(n, "pads", &np);
-        if (!a || np > 2 * CT_MAX_RANK) return node_err(n, "lacks pads");
+        if (!a || np > 2 * CT_MAX_RANK) return ct_node_errorf(n, "lacks pads");
         memcpy(pads, a, sizeof(int64_t) * (size_t)np);
     }
     int64_t axes[CT_MAX_RANK];
@@ -1174,10 +1163,10 @@ ct_status ct_infer_pad(ct_graph *g, ct_node *n)
     if (has_in(n, 3)) CT_TRY(const_ints(g, n, 3, "axes", axes, CT_MAX_RANK, &na));
     else
         for (int i = 0; i < r; i++) axes[i] = i;
-    if (np != 2 * na) return node_err(n, "pads has %d entries, expected %d for %d axes", np, 2 * na, na);
+    if (np != 2 * na) return ct_node_errorf(n, "pads has %d entries, expected %d for %d axes", np, 2 * na, na);
     if (has_in(n, 2)) {
         if (ct_shape_numel(in_shape(n, 2)) != 1)
-            return node_err(n, "constant_value '%s' must be a scalar, has shape %s", n->in[2]->name,
+            return ct_node_errorf(n, "constant_value '%s' must be a scalar, has shape %s", n->in[2]->name,
                             SHAPE_STR(in_shape(n, 2)));
         CT_TRY(same_dtype(n, 0, 2));
     }
@@ -1186,7 +1175,7 @@ ct_status ct_infer_pad(ct_graph *g, ct_node *n)
     for (int i = 0; i < na; i++) {
         int ax = 0;
         CT_TRY(norm_axis(n, axes[i], r, "axis", &ax));
-        if (seen[ax]) return node_err(n, "axis %" PRId64 " is repeated", axes[i]);
+        if (seen[ax]) return ct_node_errorf(n, "axis %" PRId64 " is repeated", axes[i]);
         seen[ax] = true;
         int64_t b = pads[i], e = pads[i + na];
         if (xs->dims[ax] == BATCH) {
@@ -1194,12 +1183,12 @@ ct_status ct_infer_pad(ct_graph *g, ct_node *n)
             continue;
         }
         __int128 v = (__int128)xs->dims[ax] + b + e;
-        if (v < 0) return node_err(n, "pads %" PRId64 ",%" PRId64 " make axis %d of input %s negative", b, e, ax, SHAPE_STR(xs));
-        if (v > INT64_MAX) return node_err(n, "padding overflows axis %d", ax);
+        if (v < 0) return ct_node_errorf(n, "pads %" PRId64 ",%" PRId64 " make axis %d of input %s negative", b, e, ax, SHAPE_STR(xs));
+        if (v > INT64_MAX) return ct_node_errorf(n, "padding overflows axis %d", ax);
         if (strcmp(mode, "constant") && xs->dims[ax] == 0 && (b || e))
-            return node_err(n, "mode '%s' cannot pad the empty axis %d", mode, ax);
+            return ct_node_errorf(n, "mode '%s' cannot pad the empty axis %d", mode, ax);
         if (!strcmp(mode, "reflect") && (b >= xs->dims[ax] || e >= xs->dims[ax]))
-            return node_err(n, "reflect pads %" PRId64 ",%" PRId64 " must be smaller than axis %d of input %s", b, e, ax,
+            return ct_node_errorf(n, "reflect pads %" PRId64 ",%" PRId64 " must be smaller than axis %d of input %s", b, e, ax,
                             SHAPE_STR(xs));
         out.dims[ax] = (int64_t)v;
     }

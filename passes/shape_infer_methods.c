@@ -5,33 +5,23 @@
 
 #include "passes.h"
 
-static ct_status node_err(const ct_node *n, const char *fmt, ...) CT_PRINTF(2, 3);
-static ct_status node_err(const ct_node *n, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    ct_status st = ct_verrorf(fmt, ap);
-    va_end(ap);
-    return ct_status_wrap(st, "node '%s' (%s)", n->name, ct_op_table[n->op].name);
-}
-
 ct_status ct_infer_queue_push(ct_graph *g, ct_node *n)
 {
     (void)g;
     const ct_value *q = n->in[0], *k = n->in[1], *p = n->in[2];
-    if (!q || !k || !p) return node_err(n, "needs queue, keys and ptr inputs");
+    if (!q || !k || !p) return ct_node_errorf(n, "needs queue, keys and ptr inputs");
     if (!ct_dtype_is_float(q->dtype) || k->dtype != q->dtype)
-        return node_err(n, "queue '%s' and keys '%s' must be floating point of one type", q->name, k->name);
+        return ct_node_errorf(n, "queue '%s' and keys '%s' must be floating point of one type", q->name, k->name);
     if (q->shape.rank != 2 || k->shape.rank != 2)
-        return node_err(n, "queue '%s' must be [D, K] and keys '%s' [B, D]", q->name, k->name);
+        return ct_node_errorf(n, "queue '%s' must be [D, K] and keys '%s' [B, D]", q->name, k->name);
     int64_t D = q->shape.dims[0], K = q->shape.dims[1], B = k->shape.dims[0];
     if (k->shape.dims[1] != D)
-        return node_err(n, "keys '%s' have width %lld but the queue '%s' holds %lld-wide keys", k->name,
+        return ct_node_errorf(n, "keys '%s' have width %lld but the queue '%s' holds %lld-wide keys", k->name,
                         (long long)k->shape.dims[1], q->name, (long long)D);
     if (B > 0 && K > 0 && B > K)
-        return node_err(n, "%lld keys per step do not fit a queue of %lld", (long long)B, (long long)K);
+        return ct_node_errorf(n, "%lld keys per step do not fit a queue of %lld", (long long)B, (long long)K);
     if (p->dtype != CT_I64 || ct_shape_numel(&p->shape) != 1)
-        return node_err(n, "ptr '%s' must be an int64 tensor of one element", p->name);
+        return ct_node_errorf(n, "ptr '%s' must be an int64 tensor of one element", p->name);
     n->out[0]->dtype = q->dtype;
     n->out[0]->shape = q->shape;
     n->out[0]->shape_known = true;

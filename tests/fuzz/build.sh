@@ -21,7 +21,7 @@ cp "$gen/onnx.pb-c.h" "$gen/onnx.pb-c.c" "$out/"
     -Wall -Wextra -Wno-missing-field-initializers \
     -I"$root/ir" -I"$root/frontend" -I"$out" \
     "$here/fuzz_onnx_load.c" \
-    "$root/ir/ir.c" "$root/ir/status.c" "$root/ir/verify.c" \
+    "$root/ir/ir.c" "$root/ir/status.c" "$root/ir/verify.c" "$root/ir/fileio.c" \
     "$root/frontend/onnx_import.c" "$root/frontend/normalize.c" \
     "$out/onnx.pb-c.c" \
     -lprotobuf-c -lm -o "$out/fuzz_onnx_load"

@@ -55,3 +55,20 @@ def run_contra(contra_bin):
                         f"--- stdout ---\n{p.stdout[-2000:]}")
         return p
     return run
+
+
+@pytest.fixture(scope="session")
+def data_tool():
+    """The data pipeline's test tool (tests/c/data_tool.c)."""
+    exe = build_path() / "tests" / "data_tool"
+    if not exe.exists():
+        pytest.skip(f"{exe} is missing: build it first (ninja -C BUILD tests/data_tool)")
+    return str(exe)
+
+
+def run_tool(tool, *args, check=True, timeout=300):
+    """Run a test tool; with check=True a non-zero exit fails the test."""
+    p = subprocess.run([tool] + [str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        pytest.fail(f"{pathlib.Path(tool).name} {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
+    return p

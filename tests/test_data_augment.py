@@ -13,24 +13,9 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from torchvision.transforms import InterpolationMode
 
-from conftest import build_path
+from conftest import build_path, run_tool  # noqa: F401 (data_tool is a fixture there)
 
 TOL = 2  # in 8-bit steps: max abs diff <= 2/255 after ToTensor
-
-
-@pytest.fixture(scope="session")
-def data_tool():
-    exe = build_path() / "tests" / "data_tool"
-    if not exe.exists():
-        pytest.skip(f"{exe} is missing: build it first (ninja -C BUILD tests/data_tool)")
-    return str(exe)
-
-
-def run_tool(tool, *args, check=True):
-    p = subprocess.run([tool] + [str(a) for a in args], capture_output=True, text=True, timeout=120)
-    if check and p.returncode != 0:
-        pytest.fail(f"data_tool {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
-    return p
 
 
 def natural_image(h, w, seed, gray=False):

@@ -14,25 +14,10 @@ from PIL import Image
 import torchvision.datasets as D
 import torchvision.transforms as T
 
-from conftest import build_path
+from conftest import build_path, run_tool  # noqa: F401 (data_tool is a fixture there)
 
 FMNIST = pathlib.Path("/usr/share/datasets/fashion-mnist")
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-
-
-@pytest.fixture(scope="session")
-def data_tool():
-    exe = build_path() / "tests" / "data_tool"
-    if not exe.exists():
-        pytest.skip(f"{exe} is missing: build it first (ninja -C BUILD tests/data_tool)")
-    return str(exe)
-
-
-def run_tool(tool, *args, check=True):
-    p = subprocess.run([tool] + [str(a) for a in args], capture_output=True, text=True, timeout=300)
-    if check and p.returncode != 0:
-        pytest.fail(f"data_tool {' '.join(map(str, args))} exited {p.returncode}: {p.stderr}")
-    return p
 
 
 def natural_image(h, w, seed, gray=False):

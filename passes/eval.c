@@ -1360,3 +1360,29 @@ ct_status ct_eval_node(const ct_node *n, const void *const *in, void *const *out
     }
     return FAIL("not supported by the reference interpreter");
 }
+
+ct_status ct_eval_graph(const ct_graph *g, void **buf, bool *owned)
+{
+    for (int k = 0; k < g->n_nodes; k++) {
+        const ct_node *n = g->nodes[k];
+        const void *in[64];
+        void *out[64];
+        if (n->n_in > 64 || n->n_out > 64)
+            return ct_node_errorf(n, "too many inputs or outputs for the reference interpreter");
+        for (int j = 0; j < n->n_in; j++) in[j] = n->in[j] ? buf[n->in[j]->id] : NULL;
+        for (int j = 0; j < n->n_out; j++) {
+            const ct_value *v = n->out[j];
+            out[j] = NULL;
+            if (!v) continue;
+            if (!owned[v->id]) {
+                size_t nb = ct_value_nbytes(v);
+                buf[v->id] = malloc(nb ? nb : 1);
+                if (!buf[v->id]) return ct_node_errorf(n, "out of memory for '%s'", v->name);
+                owned[v->id] = true;
+            }
+            out[j] = buf[v->id];
+        }
+        CT_TRY(ct_eval_node(n, in, out));
+    }
+    return CT_OK;
+}

@@ -17,4 +17,11 @@ bool ct_eval_supports(const ct_node *n);
  * the node and what is unsupported. */
 ct_status ct_eval_node(const ct_node *n, const void *const *in, void *const *out);
 
+/* Evaluate every node of g in order. buf[v->id] is each value's data: the
+ * caller points it at the graph inputs and persistent values; for node
+ * outputs, a buffer is malloc'd here unless owned[v->id] says one from an
+ * earlier call is there to reuse, and owned[v->id] is set (the caller frees
+ * those). State updates (g->assigns) are left to the caller. */
+ct_status ct_eval_graph(const ct_graph *g, void **buf, bool *owned);
+
 #endif

@@ -85,26 +85,7 @@ int main(int argc, char **argv)
         }
 
     /* Every node in order. */
-    for (int k = 0; k < g->n_nodes; k++) {
-        const ct_node *n = g->nodes[k];
-        const void *in[64];
-        void *outp[64];
-        if (n->n_in > 64 || n->n_out > 64) {
-            st = ct_errorf("node '%s': too many inputs or outputs", n->name);
-            goto done;
-        }
-        for (int j = 0; j < n->n_in; j++) in[j] = n->in[j] ? buf[n->in[j]->id] : NULL;
-        for (int j = 0; j < n->n_out; j++) {
-            ct_value *v = n->out[j];
-            outp[j] = NULL;
-            if (!v) continue;
-            size_t nb = ct_value_nbytes(v);
-            buf[v->id] = malloc(nb ? nb : 1);
-            owned[v->id] = true;
-            outp[j] = buf[v->id];
-        }
-        if ((st = ct_eval_node(n, in, outp))) goto done;
-    }
+    if ((st = ct_eval_graph(g, buf, owned))) goto done;
 
     for (int i = 0; i < g->n_outputs; i++) {
         const ct_value *v = g->outputs[i];

@@ -86,13 +86,6 @@ typedef struct {
     ct_npy a;
 } binding;
 
-static ct_status eval_one(const ct_node *n, const void *const *in, void *const *out)
-{
-    if (ct_eval_methods_supports(n)) return ct_eval_methods_node(n, in, out);
-    if (ct_eval_optim_supports(n)) return ct_eval_optim_node(n, in, out);
-    return ct_eval_node(n, in, out);
-}
-
 static ct_status save(const char *outdir, const char *stem, int i, const ct_value *v, const void *data)
 {
     char path[4096];
@@ -236,24 +229,7 @@ int main(int argc, char **argv)
             size_t nb = ct_value_nbytes(ins[k].v);
             buf[ins[k].v->id] = (char *)ins[k].a.data + (ins[k].a.nbytes == nb ? 0 : nb * (size_t)step);
         }
-        for (int k = 0; k < g->n_nodes; k++) {
-            const ct_node *n = g->nodes[k];
-            const void *in[64];
-            void *outp[64];
-            for (int j = 0; j < n->n_in; j++) in[j] = n->in[j] ? buf[n->in[j]->id] : NULL;
-            for (int j = 0; j < n->n_out; j++) {
-                ct_value *v = n->out[j];
-                outp[j] = NULL;
-                if (!v) continue;
-                size_t nb = ct_value_nbytes(v);
-                if (!owned[v->id]) {
-                    buf[v->id] = malloc(nb ? nb : 1);
-                    owned[v->id] = true;
-                }
-                outp[j] = buf[v->id];
-            }
-            if ((st = eval_one(n, in, outp))) goto done;
-        }
+        if ((st = ct_eval_graph(g, buf, owned))) goto done;
         if ((st = save(outdir, "loss", step, g->outputs[0], buf[g->outputs[0]->id]))) goto done;
         printf("loss %d\n", step);
         if (step == steps - 1) {

@@ -41,6 +41,38 @@ const ct_dialect ct_dialect_c = {
     .pfor_open = c_pfor_open,
 };
 
+/* CUDA: every parallel loop is a grid-stride loop (collapse and serial do not
+ * apply: the launch decides the parallelism). */
+static void cuda_pfor_open(ct_emitter *e, const char *var, const char *count, int collapse, bool serial)
+{
+    (void)collapse;
+    (void)serial;
+    ct_emit_open(e, "for (int64_t %s = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; %s < %s; %s += (int64_t)gridDim.x * blockDim.x)",
+                 var, var, count, var);
+}
+
+const ct_dialect ct_dialect_cuda = {
+    .name = "cuda",
+    .kernel_prefix = "__global__ void",
+    .restrict_kw = "__restrict__",
+    .shared_qual = "__shared__",
+    .barrier = "__syncthreads();",
+    .math = {
+        [CT_MATH_EXP] = "expf",
+        [CT_MATH_LOG] = "logf",
+        [CT_MATH_SQRT] = "sqrtf",
+        [CT_MATH_TANH] = "tanhf",
+        [CT_MATH_ERF] = "erff",
+        [CT_MATH_FABS] = "fabsf",
+        [CT_MATH_FLOOR] = "floorf",
+        [CT_MATH_CEIL] = "ceilf",
+        [CT_MATH_POW] = "powf",
+        [CT_MATH_FMAX] = "fmaxf",
+        [CT_MATH_FMIN] = "fminf",
+    },
+    .pfor_open = cuda_pfor_open,
+};
+
 void ct_emit_init(ct_emitter *e, const ct_dialect *d)
 {
     memset(e, 0, sizeof *e);

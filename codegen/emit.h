@@ -44,6 +44,8 @@ typedef struct {
 } ct_dialect;
 
 extern const ct_dialect ct_dialect_c;
+/* CUDA (codegen/cuda_backend.c): a parallel loop is a grid-stride loop over the launch. */
+extern const ct_dialect ct_dialect_cuda;
 
 struct ct_emitter {
     const ct_dialect *d;

@@ -9,7 +9,9 @@
 
 #include "eval.h"
 #include "eval_train.h"
+#include "eval_fuse.h"
 #include "eval_methods.h"
+#include "eval_fused.h"
 
 /* ---------------------------------------------------------------- element access */
 
@@ -1242,6 +1244,8 @@ bool ct_eval_supports(const ct_node *n)
 {
     if ((int)n->op < 0 || n->op >= CT_OP_COUNT) return false;
     if (ct_eval_methods_supports(n)) return true; /* methods ops (QueuePush) */
+    if (ct_eval_fuse_supports(n)) return true; /* fused ops (passes/eval_fuse.c) */
+    if (ct_eval_fused_supports(n)) return true; /* fused losses (ContrastiveLoss) */
     if (!strcmp(ct_op_table[n->op].domain, "ai.contra")) return ct_eval_train_supports(n); /* training ops */
     switch (n->op) {
     case CT_OP_CONV: case CT_OP_MAX_POOL: case CT_OP_AVERAGE_POOL: {
@@ -1301,6 +1305,8 @@ ct_status ct_eval_node(const ct_node *n, const void *const *in, void *const *out
     }
     if (!ct_eval_supports(n)) return FAIL("not supported by the reference interpreter");
     if (ct_eval_methods_supports(n)) return ct_eval_methods_node(n, in, out);
+    if (ct_eval_fuse_supports(n)) return ct_eval_fuse_node(n, in, out);
+    if (ct_eval_fused_supports(n)) return ct_eval_fused_node(n, in, out);
     if (!strcmp(ct_op_table[n->op].domain, "ai.contra")) return ct_eval_train_node(n, in, out);
     switch (n->op) { /* ops whose output 0 has the input's shape */
     case CT_OP_RELU: case CT_OP_SIGMOID: case CT_OP_HARD_SIGMOID: case CT_OP_HARD_SWISH:
@@ -1365,10 +1371,12 @@ ct_status ct_eval_graph(const ct_graph *g, void **buf, bool *owned)
 {
     for (int k = 0; k < g->n_nodes; k++) {
         const ct_node *n = g->nodes[k];
-        const void *in[64];
-        void *out[64];
-        if (n->n_in > 64 || n->n_out > 64)
-            return ct_node_errorf(n, "too many inputs or outputs for the reference interpreter");
+        const void *in_fixed[64];
+        void *out_fixed[64];
+        /* fused nodes have hundreds of operands */
+        const void **in = n->n_in > 64 ? malloc(sizeof(void *) * (size_t)n->n_in) : in_fixed;
+        void **out = n->n_out > 64 ? malloc(sizeof(void *) * (size_t)n->n_out) : out_fixed;
+        if (!in || !out) abort();
         for (int j = 0; j < n->n_in; j++) in[j] = n->in[j] ? buf[n->in[j]->id] : NULL;
         for (int j = 0; j < n->n_out; j++) {
             const ct_value *v = n->out[j];
@@ -1382,7 +1390,10 @@ ct_status ct_eval_graph(const ct_graph *g, void **buf, bool *owned)
             }
             out[j] = buf[v->id];
         }
-        CT_TRY(ct_eval_node(n, in, out));
+        ct_status st = ct_eval_node(n, in, out);
+        if (in != in_fixed) free((void *)in);
+        if (out != out_fixed) free(out);
+        if (st) return st;
     }
     return CT_OK;
 }

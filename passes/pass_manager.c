@@ -94,6 +94,8 @@ const ct_pass_info ct_pass_registry[] = {
      "evaluate nodes whose inputs are all constants into constants (outputs up to 16 MiB)"},
     {"dce", ct_pass_dce, "", "drop nodes whose outputs reach no graph output (nodes writing state stay)"},
     {"cse", ct_pass_cse, "", "merge identical nodes on identical inputs, and identical constants"},
+    {"fuse", ct_pass_fuse, "infer_shapes",
+     "training graphs: the momentum-encoder EMA into one FusedEMA node, optimizer steps into one multi-tensor node"},
     {"memory_plan", ct_pass_memory_plan, "infer_shapes",
      "liveness and arena offsets of intermediate values, with in-place reuse"},
     {NULL, NULL, NULL, NULL},

@@ -36,6 +36,7 @@ ct_status ct_pass_infer_shapes(ct_graph *g);   /* shape/type inference, folding 
 ct_status ct_pass_fold_constants(ct_graph *g); /* evaluate nodes whose inputs are all constants */
 ct_status ct_pass_dce(ct_graph *g);            /* drop nodes whose outputs nothing reads */
 ct_status ct_pass_cse(ct_graph *g);            /* merge identical nodes on identical inputs */
+ct_status ct_pass_fuse(ct_graph *g);           /* multi-tensor EMA and optimizer nodes (passes/fuse.c) */
 
 /* Memory planning (passes/memory_plan.c): liveness over the scheduled graph,
  * offsets of TEMP values in one arena (g->arena_bytes), in-place reuse where

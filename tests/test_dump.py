@@ -397,8 +397,8 @@ def test_table_names_unique(run_contra):
 
 
 @pytest.mark.parametrize("preset,batch,expect", [
-    ("moco-v2", 8, {"QueuePush", "SGDStep", "SoftmaxCrossEntropy", "StopGradient", "ConvGradWeight"}),
-    ("simclr", 4, {"LarsStep", "SoftmaxCrossEntropy", "ConvGradInput"}),
+    ("moco-v2", 8, {"QueuePush", "SGDStep", "ContrastiveLoss", "StopGradient", "ConvGradWeight"}),  # fused loss
+    ("simclr", 4, {"LarsStep", "InBatchContrastiveLoss", "ConvGradInput"}),
     ("byol", 4, {"BatchNormTrain", "BatchNormGrad"}),
 ])
 def test_dump_method_training_graph(run_contra, preset, batch, expect):

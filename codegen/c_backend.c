@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "c_fuse_emit.h"
+#include "c_fused.h"
 #include "emit.h"
+#include "fuse.h"
 #include "program.h"
 
 #define ALIGN 64
@@ -31,6 +34,7 @@ typedef struct {
     int n_errors;
     int n_kernels;
     bool uses_train_lib; /* a training op needs the shared kernels (c_train_lib.inc) */
+    bool *flat;          /* per value id: placed by place_flat (a flat buffer of a fused node) */
     /* the kernel being emitted */
     const ct_node *node;
     char kname[96];
@@ -1428,8 +1432,37 @@ static double attr_decimal(float f)
     return strtod(b, NULL);
 }
 
+/* MoCo's ring: keys [B, D] become columns ptr..ptr+B-1 (mod K) of the queue
+ * [D, K]; the queue is copied only when it is not updated in place. */
+static void emit_queue_push(cg *c, const ct_node *n)
+{
+    ct_emitter *e = &c->k;
+    const ct_shape *qs = &n->in[0]->shape, *ks = &n->in[1]->shape;
+    if (qs->rank != 2 || ks->rank != 2 || ks->dims[1] != qs->dims[0] || ks->dims[0] > qs->dims[1] ||
+        n->in[0]->dtype != CT_F32) {
+        unsupported(c, n, "needs a float queue [D, K] and keys [B, D] with B <= K");
+        return;
+    }
+    int64_t D = qs->dims[0], K = qs->dims[1], B = ks->dims[0];
+    kernel_open(c, n, false);
+    ct_emit_line(e, "const int64_t ptr = x2[0];");
+    ct_emit_line(e, "if (y0 != x0) memcpy(y0, x0, %lld);", (long long)(D * K * 4));
+    ct_emit_for(e, "i", "%lld", (long long)B);
+    ct_emit_line(e, "const int64_t col = (ptr + i) %% %lld;", (long long)K);
+    ct_emit_for(e, "d", "%lld", (long long)D);
+    ct_emit_line(e, "y0[d * %lld + col] = x1[i * %lld + d];", (long long)K, (long long)D);
+    ct_emit_close(e);
+    ct_emit_close(e);
+    if (n->n_out > 1 && n->out[1]) ct_emit_line(e, "y1[0] = (ptr + %lld) %% %lld;", (long long)B, (long long)K);
+    kernel_close(c);
+}
+
 static void emit_train(cg *c, const ct_node *n)
 {
+    if (n->op == CT_OP_QUEUE_PUSH) {
+        emit_queue_push(c, n);
+        return;
+    }
     if (!train_f32(c, n)) return;
     for (int i = 0; i < n->n_in; i++)
         if (n->in[i] && n->in[i]->dtype != CT_F32 &&
@@ -1654,6 +1687,40 @@ static void emit_train(cg *c, const ct_node *n)
     }
 }
 
+/* The fused contrastive losses (codegen/c_fused.c): the body comes from there. */
+static void emit_fused(cg *c, const ct_node *n)
+{
+    int64_t scratch = 0;
+    const char *why = ct_c_fused_plan(n, &scratch);
+    if (why) {
+        unsupported(c, n, "%s", why);
+        return;
+    }
+    if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
+    kernel_open(c, n, scratch > 0);
+    ct_c_fused_body(&c->k, n);
+    kernel_close(c);
+}
+
+/* The nodes of the fuse pass: multi-tensor EMA and optimizer, BatchNorm + Relu (codegen/c_fuse_emit.c). */
+static void emit_fused_multi(cg *c, const ct_node *n)
+{
+    char lower[64];
+    size_t j = 0;
+    for (const char *p = ct_op_table[n->op].name; *p && j + 1 < sizeof lower; p++)
+        lower[j++] = (char)tolower((unsigned char)*p);
+    lower[j] = 0;
+    snprintf(c->kname, sizeof c->kname, "k%d_%s", n->id, lower);
+    ct_fuse_place pl = {.region = c->region, .off = c->off, .align = ALIGN};
+    bool flat = false;
+    const char *why = ct_fuse_emit_c(&pl, n, c->kname, &c->k, &c->f, &flat);
+    if (why) {
+        unsupported(c, n, "%s", why);
+        return;
+    }
+    c->n_kernels++;
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 static void emit_node(cg *c, const ct_node *n)
@@ -1709,6 +1776,10 @@ static void emit_node(cg *c, const ct_node *n)
     case CT_OP_GATHER: emit_gather(c, n); return;
     case CT_OP_PAD: case CT_OP_TILE: emit_pad_tile(c, n); return;
     case CT_OP_SHAPE: case CT_OP_SIZE: case CT_OP_CONSTANT_OF_SHAPE: emit_shape_ops(c, n); return;
+    case CT_OP_CONTRASTIVE_LOSS: case CT_OP_CONTRASTIVE_LOSS_GRAD: case CT_OP_INBATCH_CONTRASTIVE_LOSS:
+    case CT_OP_INBATCH_CONTRASTIVE_LOSS_GRAD: emit_fused(c, n); return;
+    case CT_OP_FUSED_EMA: case CT_OP_FUSED_SGD_STEP: case CT_OP_FUSED_ADAM_STEP: case CT_OP_FUSED_BN_RELU:
+    case CT_OP_FUSED_BN_TRAIN_RELU: emit_fused_multi(c, n); return;
     default:
         if (!strcmp(ct_op_table[n->op].domain, "ai.contra")) {
             emit_train(c, n);
@@ -1742,17 +1813,86 @@ static ct_status place_values(cg *c)
                 naive = align_up(naive + (int64_t)ct_value_nbytes(v));
             }
         } else {
+            if (v->kind != CT_VALUE_INPUT && !v->data && ct_value_nbytes(v))
+                return ct_errorf("%s '%s' has no data", ct_value_kind_name(v->kind), v->name);
+            if (c->flat[i]) continue; /* place_flat lays it out */
             c->region[i] = CT_PT_REGION_PERSIST;
             c->off[i] = c->persist_bytes;
             c->persist_bytes = align_up(c->persist_bytes + (int64_t)ct_value_nbytes(v));
-            if (v->kind != CT_VALUE_INPUT && !v->data && ct_value_nbytes(v))
-                return ct_errorf("%s '%s' has no data", ct_value_kind_name(v->kind), v->name);
         }
     }
     c->arena_bytes = planned ? g->arena_bytes : naive;
     return CT_OK;
 }
 
+/* ------------------------------------------------------------ flat buffers */
+
+/* A fused multi-tensor node (passes/fuse.c) runs one loop over all its
+ * segments when every role (params, grads, optimizer slots, keys...) is one
+ * flat buffer: its tensors one after another in segment order, each at an
+ * ALIGN-rounded offset, so that all roles share one layout (the padding is
+ * zero and every fused update maps zeros to zeros). Optimizer nodes are laid
+ * out first: their params are the EMA's sources, which passes/fuse.c puts
+ * first and in the same order, so the EMA finds them flat too. A role whose
+ * values are not all persistent, or already laid out by another role, keeps
+ * the ordinary placement (its kernel then loops per tensor). Gradients, TEMPs
+ * read by the optimizer, move from the arena into a flat persistent buffer
+ * (their planned arena bytes stay unused). The outputs land on the inputs'
+ * bytes through place_assigns (in-place state updates). */
+static bool fused_multi(const ct_node *n)
+{
+    return n->op == CT_OP_FUSED_EMA || n->op == CT_OP_FUSED_SGD_STEP || n->op == CT_OP_FUSED_ADAM_STEP;
+}
+
+/* Before place_values: the persistent values of fused roles wait for place_flat. */
+static void flat_mark(cg *c)
+{
+    const ct_graph *g = c->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ct_node *n = g->nodes[i];
+        ct_fused_layout l;
+        if (!fused_multi(n) || !ct_fused_layout_get(n, &l)) continue;
+        for (int j = l.lead; j < n->n_in; j++)
+            if (n->in[j]->kind == CT_VALUE_PARAM || n->in[j]->kind == CT_VALUE_STATE) c->flat[n->in[j]->id] = true;
+    }
+}
+
+static void place_flat(cg *c)
+{
+    const ct_graph *g = c->g;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < g->n_nodes; i++) {
+            const ct_node *n = g->nodes[i];
+            ct_fused_layout l;
+            if (!fused_multi(n) || (n->op == CT_OP_FUSED_EMA) != (pass == 1) || !ct_fused_layout_get(n, &l)) continue;
+            for (int r = 0; r < l.in_roles; r++) {
+                ct_value *const *vals = n->in + l.lead + r * l.n;
+                bool persist = true, temp = true;
+                for (int k = 0; k < l.n; k++) {
+                    const ct_value *v = vals[k];
+                    persist = persist && c->flat[v->id] && c->region[v->id] < 0;
+                    temp = temp && v->kind == CT_VALUE_TEMP && v->producer && !c->flat[v->id];
+                    for (int a = 0; a < g->n_assigns && temp; a++) temp = g->assigns[a].src != v;
+                    for (int q = 0; q < k && (persist || temp); q++)
+                        if (vals[q] == v) persist = temp = false;
+                }
+                if (!persist && !temp) continue;
+                for (int k = 0; k < l.n; k++) {
+                    const ct_value *v = vals[k];
+                    c->region[v->id] = CT_PT_REGION_PERSIST;
+                    c->off[v->id] = c->persist_bytes;
+                    c->persist_bytes = align_up(c->persist_bytes + (int64_t)ct_value_nbytes(v));
+                    c->flat[v->id] = true;
+                }
+            }
+        }
+    for (int i = 0; i < g->n_values; i++) /* left over: the ordinary placement */
+        if (c->flat[i] && c->region[i] < 0) {
+            c->region[i] = CT_PT_REGION_PERSIST;
+            c->off[i] = c->persist_bytes;
+            c->persist_bytes = align_up(c->persist_bytes + (int64_t)ct_value_nbytes(g->values[i]));
+        }
+}
 
 /* State updates (g->assigns). The memory plan treats an assign's source like
  * any intermediate, so its arena bytes may be reused before the end of the
@@ -1831,8 +1971,12 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     if (!c.region || !c.off) abort();
     copy = calloc((size_t)g->n_assigns + 1, sizeof *copy);
     if (!copy) abort();
+    c.flat = calloc((size_t)g->n_values + 1, sizeof *c.flat);
+    if (!c.flat) abort();
+    flat_mark(&c);
     st = place_values(&c);
     if (st) goto fail;
+    place_flat(&c);
     st = place_assigns(&c, copy);
     if (st) goto fail;
     /* scratch goes after the planned arena; its size is known once every
@@ -1936,6 +2080,7 @@ fail:
     ct_emit_free(&c.f);
     free(c.region);
     free(c.off);
+    free(c.flat);
     free(c.errors);
     free(copy);
     if (st) ct_c_program_free(out);

@@ -5,6 +5,7 @@
 #ifndef CT_CODEGEN_H
 #define CT_CODEGEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,23 @@ ct_status ct_codegen_c_write(const ct_c_program *p, const char *outdir);
  * A failing compiler gives an error naming the generated file (kept) and
  * the compiler's output. */
 ct_status ct_codegen_c_build(const char *outdir, const char *cc);
+
+/* The CUDA backend (cuda_backend.c): lower g to one CUDA source (kernels,
+ * cuBLAS calls, a forward() on device pointers, a ct_program_desc with
+ * device = CT_PT_DEVICE_CUDA). Same contract as ct_codegen_c; out->source is
+ * the .cu text. */
+ct_status ct_codegen_cuda(const ct_graph *g, ct_c_program *out);
+
+/* Write OUTDIR/model.cu, OUTDIR/program.h, OUTDIR/ct_cuda.h (+ the emulator's
+ * cuda_emu.h) and OUTDIR/params.bin. */
+ct_status ct_codegen_cuda_write(const ct_c_program *p, const char *outdir);
+
+/* Build OUTDIR/model.so from OUTDIR/model.cu. emulate: with the host C
+ * compiler `cc` (NULL: $CC, else cc; must be gcc) as C17 against
+ * runtime/cuda_emu (compiled in) and OpenBLAS; else with nvcc ($NVCC, else
+ * nvcc on PATH or /usr/local/cuda/bin/nvcc) for sm_80 and sm_90, linked with
+ * libcudart and libcublas, the -Xptxas -v report kept in OUTDIR/ptxas.log. */
+ct_status ct_codegen_cuda_build(const char *outdir, const char *cc, bool emulate);
 
 /* The compiler actually used for `cc` (NULL: $CC, else "cc"). */
 const char *ct_codegen_cc_name(const char *cc);

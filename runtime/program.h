@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 /* Bumped whenever the structs below change. */
-#define CT_PROGRAM_ABI 1
+#define CT_PROGRAM_ABI 2 /* 2: the device fields at the end of ct_program_desc */
 #define CT_PROGRAM_MAX_RANK 8
 #define CT_PROGRAM_SYMBOL "ct_program"
 
@@ -31,6 +31,12 @@ enum {
     CT_PT_FLOAT16 = 10,
     CT_PT_DOUBLE = 11,
     CT_PT_BFLOAT16 = 16,
+};
+
+/* Where forward()'s pointers live (ABI 2). */
+enum {
+    CT_PT_DEVICE_HOST = 0, /* host memory (the C backend) */
+    CT_PT_DEVICE_CUDA = 1, /* CUDA device memory (the CUDA backend; host memory on the emulator) */
 };
 
 /* Which memory a tensor lives in. */
@@ -66,6 +72,14 @@ typedef struct {
     void (*forward)(void *arena, void *persist);
     /* Set the thread count of the program's loops and of its BLAS (n > 0). */
     void (*set_threads)(int n);
+    /* ABI 2. device: CT_PT_DEVICE_*; for device programs, forward() takes
+     * device pointers obtained from device_alloc, and the copies move bytes
+     * between host and device memory (synchronously). NULL for host programs. */
+    int device;
+    void *(*device_alloc)(int64_t nbytes);
+    void (*device_free)(void *p);
+    void (*copy_to_device)(void *dst, const void *src, int64_t nbytes);
+    void (*copy_to_host)(void *dst, const void *src, int64_t nbytes);
 } ct_program_desc;
 
 #endif

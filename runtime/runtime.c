@@ -15,7 +15,16 @@ struct ct_rt_program {
     void *arena;   /* desc->arena_bytes */
     void *persist; /* desc->persist_bytes, initialised from params.bin */
     bool *bound;   /* per input: set at least once */
+    /* device programs (ABI 2, CT_PT_DEVICE_CUDA): arena/persist above are host
+     * shadows; forward() runs on these device copies (see ct_rt_program_run) */
+    void *dev_arena, *dev_persist;
 };
+
+/* A program whose forward() takes device pointers. */
+static bool on_device(const ct_rt_program *p)
+{
+    return p->desc->abi >= 2 && p->desc->device == CT_PT_DEVICE_CUDA;
+}
 
 static void *alloc64(int64_t n)
 {
@@ -48,7 +57,7 @@ ct_status ct_rt_program_load(const char *dir, ct_rt_program **out)
         st = ct_errorf("'%s' has no '%s' descriptor", path, CT_PROGRAM_SYMBOL);
         goto fail;
     }
-    if (p->desc->abi != CT_PROGRAM_ABI) {
+    if (p->desc->abi < 1 || p->desc->abi > CT_PROGRAM_ABI) {
         st = ct_errorf("'%s' was built for program ABI %d, this runtime speaks %d: recompile it", path, p->desc->abi,
                        CT_PROGRAM_ABI);
         goto fail;
@@ -78,6 +87,23 @@ ct_status ct_rt_program_load(const char *dir, ct_rt_program **out)
         goto fail;
     }
     fclose(f);
+    f = NULL;
+    if (on_device(p)) {
+        const ct_program_desc *d = p->desc;
+        if (!d->device_alloc || !d->device_free || !d->copy_to_device || !d->copy_to_host) {
+            st = ct_errorf("'%s' is a device program without device memory functions", dir);
+            goto fail;
+        }
+        p->dev_arena = d->device_alloc(d->arena_bytes);
+        p->dev_persist = d->device_alloc(d->persist_bytes);
+        if (!p->dev_arena || !p->dev_persist) {
+            st = ct_errorf("out of device memory for program '%s' (arena %lld bytes, persistent %lld bytes)", dir,
+                           (long long)d->arena_bytes, (long long)d->persist_bytes);
+            goto fail;
+        }
+        d->copy_to_device(p->dev_arena, p->arena, d->arena_bytes);
+        d->copy_to_device(p->dev_persist, p->persist, d->persist_bytes);
+    }
     *out = p;
     return CT_OK;
 fail:
@@ -89,6 +115,10 @@ fail:
 void ct_rt_program_free(ct_rt_program *p)
 {
     if (!p) return;
+    if (p->desc && on_device(p) && p->desc->device_free) {
+        p->desc->device_free(p->dev_arena);
+        p->desc->device_free(p->dev_persist);
+    }
     free(p->arena);
     free(p->persist);
     free(p->bound);
@@ -170,7 +200,25 @@ ct_status ct_rt_program_run(ct_rt_program *p)
 {
     for (int i = 0; i < p->desc->n_inputs; i++)
         if (!p->bound[i]) return ct_errorf("input '%s' was not given", p->desc->tensors[p->desc->inputs[i]].name);
-    p->desc->forward(p->arena, p->persist);
+    if (!on_device(p)) {
+        p->desc->forward(p->arena, p->persist);
+        return CT_OK;
+    }
+    /* device program: the host copies are the caller's view. Inputs go up
+     * (callers may write them through ct_rt_program_tensor), the persistent
+     * region (outputs, updated state) and the arena outputs come back. */
+    const ct_program_desc *d = p->desc;
+    for (int i = 0; i < d->n_inputs; i++) {
+        const ct_tensor_desc *t = &d->tensors[d->inputs[i]];
+        d->copy_to_device((char *)p->dev_persist + t->offset, (char *)p->persist + t->offset, t->nbytes);
+    }
+    d->forward(p->dev_arena, p->dev_persist);
+    d->copy_to_host(p->persist, p->dev_persist, d->persist_bytes);
+    for (int i = 0; i < d->n_outputs; i++) {
+        const ct_tensor_desc *t = &d->tensors[d->outputs[i]];
+        if (t->region == CT_PT_REGION_ARENA)
+            d->copy_to_host((char *)p->arena + t->offset, (char *)p->dev_arena + t->offset, t->nbytes);
+    }
     return CT_OK;
 }
 

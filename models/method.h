@@ -69,6 +69,10 @@ typedef struct {
     int64_t dataset_size;      /* 0 if unknown */
     bool attach_optimizer;     /* append the optimizer update (needs ops SGDStep/AdamStep/LarsStep) */
     bool no_backward;          /* forward and state updates only (no autodiff) */
+    bool fuse_loss;            /* MoCo, SimCLR, SupCon: replace normalize + logits + cross-entropy by one
+                                * ContrastiveLoss / InBatchContrastiveLoss node (passes/fuse_loss.h) before
+                                * autodiff: forward and backward stream the queue (the similarity matrix) in
+                                * tiles instead of keeping the N x (K+1) (N x N) logits; the presets set it */
 } ct_method_options;
 
 /* Fill opt with a preset's defaults: "moco-v1", "moco-v2", "moco-cifar",
@@ -94,5 +98,12 @@ ct_status ct_method_check(const ct_method_options *opt, int64_t d);
  * and "queue_ptr" int64 [1]. Gradients "grad/<name>" (see ct_autodiff) are
  * graph outputs. */
 ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *opt, ct_graph **train_graph);
+
+/* The encoder cut at the representation layer (see ct_method_options.layer),
+ * BatchNorm in inference form, one output [N, d] (flattened): what the
+ * trainer's kNN monitor runs and --export writes. Values keep the encoder's
+ * names, which are the query/online encoder's names in the training graph.
+ * batch > 0 fixes the batch dimension. */
+ct_status ct_method_encoder(ct_graph *encoder, const char *layer, int64_t batch, ct_graph **out);
 
 #endif

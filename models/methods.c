@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "autodiff.h"
+#include "fuse_loss.h"
 #include "method.h"
 #include "optim.h"
 #include "passes.h"
@@ -47,6 +48,7 @@ ct_status ct_method_preset(const char *name, ct_method_options *o)
         o->momentum = 0.999;
         o->shuffle_bn = true;
         o->bn_splits = 8; /* shuffle BN over 8 GPUs of 32 images, on one device */
+        o->fuse_loss = true;
         if (!strcmp(name, "moco-v1")) {
             o->head = head_mlp(1, (int64_t[]){128});
             o->temperature = 0.07;
@@ -102,6 +104,7 @@ ct_status ct_method_preset(const char *name, ct_method_options *o)
         o->epochs = 100;
         o->schedule = "cosine";
         o->augment = "simclr";
+        o->fuse_loss = true;
         return CT_OK;
     }
     if (!strcmp(name, "supcon")) {
@@ -118,6 +121,7 @@ ct_status ct_method_preset(const char *name, ct_method_options *o)
         o->epochs = 1000;
         o->schedule = "cosine";
         o->augment = "simclr";
+        o->fuse_loss = true;
         return CT_OK;
     }
     if (!strcmp(name, "byol")) {
@@ -1027,6 +1031,7 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
         ct_graph_add_assign(g, queue, qn->out[0]);
         ct_graph_add_assign(g, qptr, qn->out[1]);
     }
+    if (o->fuse_loss && (st = ct_fuse_loss(g, NULL))) goto fail; /* before autodiff: see fuse_loss.h */
     ct_bn_train_options bo = {.splits = o->bn_splits, .quiet = true};
     if ((st = ct_bn_train(g, &bo))) goto fail;
     chain_assigns(&b);
@@ -1091,6 +1096,38 @@ fail:
     if (b.err) ct_status_free(b.err);
     free(qmap);
     free(kmap);
+    free(e.body);
+    free(e.bn_buffer);
+    if (e.enc) ct_graph_free(e.enc);
+    return st;
+}
+
+/* ---------------------------------------------------------------- the representation */
+
+ct_status ct_method_encoder(ct_graph *encoder, const char *layer, int64_t batch, ct_graph **out)
+{
+    *out = NULL;
+    enc_info e = {0};
+    ct_status st = enc_prepare(encoder, layer, &e);
+    if (st) goto fail;
+    ct_graph *g = e.enc;
+    ct_value *rep = e.rep;
+    if (rep->shape.rank != 2) {
+        ct_value *fl = ct_graph_add_value(g, "features", CT_VALUE_TEMP, CT_DTYPE_UNDEFINED, NULL);
+        ct_node *fn = ct_graph_add_node(g, CT_OP_FLATTEN, "features/Flatten", 1, &rep, 1, &fl);
+        ct_node_set_int(g, fn, "axis", 1);
+        if ((st = ct_infer_node(g, fn))) goto fail;
+        rep = fl;
+    }
+    g->n_outputs = 0;
+    ct_graph_add_output(g, rep);
+    if (batch > 0) ct_graph_set_batch(g, batch);
+    const char *post[] = {"infer_shapes", "dce"};
+    ct_pass_options po = {0};
+    if ((st = ct_pass_run(g, post, 2, &po))) goto fail;
+    *out = g;
+    e.enc = NULL;
+fail:
     free(e.body);
     free(e.bn_buffer);
     if (e.enc) ct_graph_free(e.enc);

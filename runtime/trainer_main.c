@@ -16,6 +16,7 @@
 #include "program.h"
 #include "runtime.h"
 #include "schedule.h"
+#include "trainer.h"
 
 static void usage(FILE *f)
 {
@@ -56,18 +57,45 @@ static int fail(ct_status st)
     return 1;
 }
 
-static ct_status mkdirs(const char *path)
+ct_status trainer_mkdirs(const char *path)
 {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) return ct_errorf("cannot create folder %s", buf);
+            if (mkdir(buf, 0755) && errno != EEXIST) return ct_errorf("cannot create folder %s: %s", buf, strerror(errno));
             *p = '/';
         }
-    if (mkdir(buf, 0755) && errno != EEXIST) return ct_errorf("cannot create folder %s", buf);
+    if (mkdir(buf, 0755) && errno != EEXIST) return ct_errorf("cannot create folder %s: %s", buf, strerror(errno));
     return CT_OK;
+}
+
+ct_status trainer_meta_read(const char *dir, trainer_meta *m)
+{
+    char path[4200], line[512];
+    snprintf(path, sizeof path, "%s/trainer.txt", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return ct_errorf("cannot read %s (is this a 'contra compile --method' folder?)", path);
+    memset(m, 0, sizeof *m);
+    while (fgets(line, sizeof line, f) && m->n < TRAINER_META_MAX) {
+        char *sp = strchr(line, ' '), *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (!sp) continue;
+        *sp = 0;
+        snprintf(m->key[m->n], sizeof m->key[0], "%.63s", line);
+        snprintf(m->val[m->n], sizeof m->val[0], "%.255s", sp + 1);
+        m->n++;
+    }
+    fclose(f);
+    return CT_OK;
+}
+
+const char *trainer_meta_get(const trainer_meta *m, const char *key, const char *def)
+{
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->key[i], key)) return m->val[i];
+    return def;
 }
 
 typedef struct {
@@ -76,32 +104,25 @@ typedef struct {
     double base_lr;
 } meta;
 
-static ct_status meta_read(const char *dir, meta *m)
+static ct_status meta_from(const char *dir, const trainer_meta *t, meta *m)
 {
-    char path[4200], key[64], val[256];
-    snprintf(path, sizeof path, "%s/trainer.txt", dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return ct_errorf("cannot read %s (is this a 'contra compile --method' folder?)", path);
     memset(m, 0, sizeof *m);
-    while (fscanf(f, "%63s %255s", key, val) == 2) {
-        if (!strcmp(key, "input")) snprintf(m->input, sizeof m->input, "%s", val);
-        else if (!strcmp(key, "labels")) snprintf(m->labels, sizeof m->labels, "%s", val);
-        else if (!strcmp(key, "lr")) snprintf(m->lr, sizeof m->lr, "%s", val);
-        else if (!strcmp(key, "loss")) snprintf(m->loss, sizeof m->loss, "%s", val);
-        else if (!strcmp(key, "batch")) m->batch = atoll(val);
-        else if (!strcmp(key, "classes")) m->classes = atoll(val);
-        else if (!strcmp(key, "base_lr")) m->base_lr = atof(val);
-    }
-    fclose(f);
+    snprintf(m->input, sizeof m->input, "%s", trainer_meta_get(t, "input", ""));
+    snprintf(m->labels, sizeof m->labels, "%s", trainer_meta_get(t, "labels", ""));
+    snprintf(m->lr, sizeof m->lr, "%s", trainer_meta_get(t, "lr", ""));
+    snprintf(m->loss, sizeof m->loss, "%s", trainer_meta_get(t, "loss", ""));
+    m->batch = atoll(trainer_meta_get(t, "batch", "0"));
+    m->classes = atoll(trainer_meta_get(t, "classes", "0"));
+    m->base_lr = atof(trainer_meta_get(t, "base_lr", "0"));
     if (!m->input[0] || !m->labels[0] || !m->lr[0] || !m->loss[0] || m->batch <= 0)
-        return ct_errorf("%s is incomplete", path);
+        return ct_errorf("%s/trainer.txt is incomplete", dir);
     return CT_OK;
 }
 
 static ct_status save_params(ct_rt_program *p, const char *dir)
 {
     const ct_program_desc *d = ct_rt_program_desc(p);
-    CT_TRY(mkdirs(dir));
+    CT_TRY(trainer_mkdirs(dir));
     for (int i = 0; i < d->n_tensors; i++) {
         const ct_tensor_desc *t = &d->tensors[i];
         if (t->kind != CT_PT_PARAM && t->kind != CT_PT_STATE) continue;
@@ -110,7 +131,7 @@ static ct_status save_params(ct_rt_program *p, const char *dir)
         char *slash = strrchr(path, '/');
         if (slash && slash > path + strlen(dir)) {
             *slash = 0;
-            CT_TRY(mkdirs(path));
+            CT_TRY(trainer_mkdirs(path));
             *slash = '/';
         }
         CT_TRY(ct_npy_write(path, t->dtype, t->rank, t->dims, ct_rt_program_tensor(p, i)));
@@ -127,6 +148,18 @@ static bool parse_num(const char *s, double *v)
 
 int main(int argc, char **argv)
 {
+    char dir[4096];
+    ssize_t k = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (k <= 0) return fail(ct_errorf("cannot find the trainer's own folder"));
+    dir[k] = 0;
+    char *sl = strrchr(dir, '/');
+    if (sl) *sl = 0;
+    static trainer_meta tm;
+    ct_status mst = trainer_meta_read(dir, &tm);
+    if (!mst && !strcmp(trainer_meta_get(&tm, "kind", "supervised"), "method"))
+        return trainer_method_main(argc, argv, dir, &tm);
+    ct_status_free(mst); /* no trainer.txt (a bare build-tree trainer): supervised */
+
     const char *xpath = NULL, *ypath = NULL, *save = NULL, *sched = "constant";
     double lr = NAN, warmup_start = 0.001;
     long long steps = -1, epochs = -1, batch = 0, warmup = 0, print_lr = -1;
@@ -195,18 +228,12 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    char dir[4096];
-    ssize_t k = readlink("/proc/self/exe", dir, sizeof dir - 1);
-    if (k <= 0) return fail(ct_errorf("cannot find the trainer's own folder"));
-    dir[k] = 0;
-    char *sl = strrchr(dir, '/');
-    if (sl) *sl = 0;
-
     meta m;
     ct_rt_program *p = NULL;
     ct_npy x = {0}, y = {0};
     int64_t *lab = NULL;
-    ct_status st = meta_read(dir, &m);
+    if (mst) return fail(mst);
+    ct_status st = meta_from(dir, &tm, &m);
     if (st) return fail(st);
     if (batch && batch != m.batch) {
         st = ct_errorf("--batch %lld: this trainer was compiled for batch %lld (recompile with --batch %lld)", batch,

@@ -10,6 +10,7 @@ int cmd_dump(int argc, char **argv);    /* tools/cmd_dump.c */
 int cmd_convert(int argc, char **argv); /* tools/cmd_convert.c */
 int cmd_compile(int argc, char **argv); /* tools/cmd_compile.c */
 int cmd_run(int argc, char **argv);     /* tools/cmd_run.c */
+int cmd_eval(int argc, char **argv);    /* tools/cmd_eval.c */
 
 /* Print "contra: <message>" to stderr, free st, and return 1. */
 int cli_fail(ct_status st);

@@ -24,6 +24,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: contra compile MODEL --infer -o OUTDIR [--batch N] [--cc CC]\n"
             "       contra compile MODEL --method supervised --classes C -o TRAINER_DIR [options]\n"
+            "       contra compile MODEL --method moco-v2|moco-v1|simclr|supcon|byol|simsiam ...\n"
+            "                      (contrastive methods: see 'contra compile --method moco-v2 --help')\n"
             "\n"
             "Compile an ONNX model (or ONNX text syntax) for inference: the graph is\n"
             "shape-inferred, folded and memory-planned, lowered to one generated C file\n"
@@ -60,9 +62,17 @@ static void usage(FILE *f)
             "  --batch N      compile for batch size N (the inputs' symbolic batch\n"
             "                 dimension; a model exported with a fixed batch can only be\n"
             "                 compiled for that batch). Default: the model's, or 1\n"
+            "  --model NAME   a bundled encoder instead of MODEL: resnet18, resnet34,\n"
+            "                 resnet50, resnet18_small, ... (see --method moco-v2 --help)\n"
             "  --cc CC        C compiler command (default: $CC, else cc); flags used:\n"
             "                 -O2 -fPIC -shared -fopenmp -march=native, OpenBLAS from\n"
             "                 pkg-config\n"
+            "  --target c|cuda|cuda-emu\n"
+            "                 backend (default c). cuda: OUTDIR/model.cu built by nvcc\n"
+            "                 for sm_80 and sm_90 with cuBLAS (ptxas report in\n"
+            "                 OUTDIR/ptxas.log; runs on a GPU). cuda-emu: the same\n"
+            "                 model.cu built with the C compiler against the CPU\n"
+            "                 emulation of CUDA (runtime/cuda_emu; slow, for testing)\n"
             "  -q, --quiet    print nothing on success\n"
             "  -h, --help     show this help\n"
             "\n"
@@ -93,12 +103,25 @@ static ct_status apply_batch(ct_graph *g, int64_t batch, const char *path)
     return CT_OK;
 }
 
+ct_status cli_codegen_and_build(const ct_graph *g, const char *outdir, const cli_compile_options *opt,
+                                ct_c_program *prog)
+{
+    if (opt->target == CLI_TARGET_C) {
+        CT_TRY(ct_codegen_c(g, prog));
+        CT_TRY(ct_codegen_c_write(prog, outdir));
+        return ct_codegen_c_build(outdir, opt->cc);
+    }
+    CT_TRY(ct_codegen_cuda(g, prog));
+    CT_TRY(ct_codegen_cuda_write(prog, outdir));
+    return ct_codegen_cuda_build(outdir, opt->cc, opt->target == CLI_TARGET_CUDA_EMU);
+}
+
 ct_status cli_compile_infer(const char *model_path, const char *outdir, const cli_compile_options *opt)
 {
     ct_graph *g = NULL;
     ct_c_program prog;
     memset(&prog, 0, sizeof prog);
-    ct_status st = ct_model_load(model_path, &g);
+    ct_status st = cli_model_open(model_path, &g);
     if (st) return st;
     st = apply_batch(g, opt->batch, model_path);
     if (st) goto fail;
@@ -110,18 +133,15 @@ ct_status cli_compile_infer(const char *model_path, const char *outdir, const cl
     while (ct_default_pipeline[n]) n++;
     st = ct_pass_run(g, ct_default_pipeline, n, &po);
     if (st) goto fail;
-    const char *plan[] = {"memory_plan"};
-    st = ct_pass_run(g, plan, 1, &po);
+    /* fuse: BatchNorm (+ residual Add) + Relu in one kernel (both backends have it) */
+    const char *plan[] = {"fuse", "memory_plan"};
+    st = ct_pass_run(g, plan, 2, &po);
     if (st) goto fail;
-    st = ct_codegen_c(g, &prog);
+    st = cli_codegen_and_build(g, outdir, opt, &prog);
     if (st) {
         st = ct_status_wrap(st, "%s", model_path);
         goto fail;
     }
-    st = ct_codegen_c_write(&prog, outdir);
-    if (st) goto fail;
-    st = ct_codegen_c_build(outdir, opt->cc);
-    if (st) goto fail;
     if (opt->verbose)
         printf("compiled %s -> %s/model.so: %d kernels, batch %lld, arena %.2f MiB (intermediates without reuse "
                "%.2f MiB, %.1f%%; im2col scratch %.2f MiB), persistent %.2f MiB\n",
@@ -185,7 +205,7 @@ static ct_status write_text(const char *path, const char *text)
 }
 
 /* The trainer executable built beside this contra (build tree or install). */
-static ct_status install_trainer(const char *outdir)
+ct_status cli_install_trainer(const char *outdir)
 {
     char self[4096], cand[3][4200], dst[4200];
     ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -235,7 +255,7 @@ ct_status cli_compile_supervised(const char *model_path, const char *outdir, con
     if (t->classes < 2) return ct_errorf("--classes must be at least 2 (got %lld)", (long long)t->classes);
     if (!(t->lr > 0 && t->lr < 1e3)) return ct_errorf("learning rate %g is out of range: it must be in (0, 1000)", t->lr);
     CT_TRY(ct_optim_options_check(&t->optim));
-    CT_TRY(ct_model_load(model_path, &g));
+    CT_TRY(cli_model_open(model_path, &g));
     st = apply_batch(g, opt->batch, model_path);
     if (st) goto fail;
     ct_pass_options po = {0};
@@ -314,14 +334,12 @@ ct_status cli_compile_supervised(const char *model_path, const char *outdir, con
     if ((st = ct_optim_attach(g, res.grads, res.n_grads, &t->optim))) goto fail;
     /* CT_DEBUG_NO_PLAN=1: no memory plan (every intermediate gets its own
      * bytes), to tell a planner bug from a kernel bug */
-    const char *post[] = {"dce", "memory_plan"};
-    if ((st = ct_pass_run(g, post, getenv("CT_DEBUG_NO_PLAN") ? 1 : 2, &po))) goto fail;
-    if ((st = ct_codegen_c(g, &prog))) {
+    const char *post[] = {"dce", "fuse", "memory_plan"};
+    if ((st = ct_pass_run(g, post, getenv("CT_DEBUG_NO_PLAN") ? 2 : 3, &po))) goto fail;
+    if ((st = cli_codegen_and_build(g, outdir, opt, &prog))) {
         st = ct_status_wrap(st, "%s", model_path);
         goto fail;
     }
-    if ((st = ct_codegen_c_write(&prog, outdir))) goto fail;
-    if ((st = ct_codegen_c_build(outdir, opt->cc))) goto fail;
     static const char *const onames[] = {"sgd", "adam", "adamw", "lars"};
     char path[4200];
     int len = 0;
@@ -333,7 +351,7 @@ ct_status cli_compile_supervised(const char *model_path, const char *outdir, con
                     (long long)N, (long long)C, onames[t->optim.kind], t->lr, res.n_grads);
     snprintf(path, sizeof path, "%s/trainer.txt", outdir);
     if ((st = write_text(path, meta))) goto fail;
-    if ((st = install_trainer(outdir))) goto fail;
+    if ((st = cli_install_trainer(outdir))) goto fail;
     if (opt->verbose)
         printf("compiled %s -> %s/trainer (supervised, %s, %d trainable tensors%s): %d kernels, batch %lld, arena "
                "%.2f MiB, persistent %.2f MiB\n",
@@ -348,8 +366,11 @@ fail:
 
 int cmd_compile(int argc, char **argv)
 {
+    static char bundled[300];
     const char *model = NULL, *outdir = NULL, *method = NULL, *optname = "sgd";
     bool infer = false, nesterov = false;
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--method") && strcmp(argv[i + 1], "supervised")) return cmd_compile_method(argc, argv);
     double momentum = NAN, wd = NAN, b1 = NAN, b2 = NAN, eps = NAN, trust = NAN;
     cli_compile_options opt = {.verbose = true};
     cli_train_options topt = {.lr = 0.1};
@@ -361,8 +382,25 @@ int cmd_compile(int argc, char **argv)
         } else if (!strcmp(a, "--infer")) infer = true;
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) opt.verbose = false;
         else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) outdir = argv[++i];
+        else if (!strcmp(a, "--model") && i + 1 < argc) {
+            if (model) {
+                fprintf(stderr, "contra compile: give either a model file or --model NAME, not both\n");
+                return 2;
+            }
+            snprintf(bundled, sizeof bundled, "model:%s", argv[++i]);
+            model = bundled;
+        }
         else if (!strcmp(a, "--cc") && i + 1 < argc) opt.cc = argv[++i];
-        else if (!strcmp(a, "--batch") && i + 1 < argc) {
+        else if (!strcmp(a, "--target") && i + 1 < argc) {
+            const char *t = argv[++i];
+            if (!strcmp(t, "c")) opt.target = CLI_TARGET_C;
+            else if (!strcmp(t, "cuda")) opt.target = CLI_TARGET_CUDA;
+            else if (!strcmp(t, "cuda-emu")) opt.target = CLI_TARGET_CUDA_EMU;
+            else {
+                fprintf(stderr, "contra compile: unknown target '%s' (known: c, cuda, cuda-emu)\n", t);
+                return 2;
+            }
+        } else if (!strcmp(a, "--batch") && i + 1 < argc) {
             char *end;
             long long b = strtoll(argv[++i], &end, 10);
             if (*end || b <= 0) {

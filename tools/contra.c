@@ -15,6 +15,7 @@ static const struct {
     {"convert", cmd_convert, "read a model (ONNX or ONNX text) and write it as ONNX or ONNX text"},
     {"compile", cmd_compile, "compile a model into generated C and a shared library or trainer"},
     {"run", cmd_run, "compile (cached) and run a model on .npy inputs"},
+    {"eval", cmd_eval, "evaluate an encoder: kNN or linear classification on labelled images"},
 };
 
 static void usage(FILE *f)

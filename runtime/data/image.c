@@ -31,7 +31,7 @@ void ct_image_free(ct_image *img)
     memset(img, 0, sizeof *img);
 }
 
-ct_data_err ct_file_read(const char *path, uint8_t **buf, size_t *len)
+ct_data_err ct_image_file_read(const char *path, uint8_t **buf, size_t *len)
 {
     *buf = NULL;
     *len = 0;
@@ -354,7 +354,7 @@ ct_data_err ct_image_load(const char *path, int channels, int scale_denom, ct_im
     uint8_t *buf;
     size_t len;
     memset(out, 0, sizeof *out);
-    ct_data_err err = ct_file_read(path, &buf, &len);
+    ct_data_err err = ct_image_file_read(path, &buf, &len);
     if (err) return err;
     err = ct_image_decode(path, buf, len, channels, scale_denom, out);
     free(buf);

@@ -27,7 +27,7 @@ ct_data_err ct_image_alloc(ct_image *img, int h, int w, int c);
 void ct_image_free(ct_image *img);
 
 /* Whole file into a malloc'd buffer. */
-ct_data_err ct_file_read(const char *path, uint8_t **buf, size_t *len);
+ct_data_err ct_image_file_read(const char *path, uint8_t **buf, size_t *len);
 
 /* Format from magic bytes, and the stored size, without decoding. */
 ct_data_err ct_image_probe(const char *path, const uint8_t *buf, size_t len,
@@ -43,7 +43,7 @@ ct_data_err ct_image_probe(const char *path, const uint8_t *buf, size_t len,
 ct_data_err ct_image_decode(const char *path, const uint8_t *buf, size_t len,
                             int channels, int scale_denom, ct_image *out);
 
-/* ct_file_read + ct_image_decode. */
+/* ct_image_file_read + ct_image_decode. */
 ct_data_err ct_image_load(const char *path, int channels, int scale_denom, ct_image *out);
 
 /* Size of a dimension decoded at 1/denom (libjpeg's rounding up). */

@@ -125,7 +125,7 @@ static ct_data_err sample_make(ct_loader *l, int64_t idx, int64_t key, ring_slot
         const char *path = l->folder.paths[idx];
         ct_image_format fmt;
         int w, h;
-        if ((err = ct_file_read(path, &buf, &len))) goto done;
+        if ((err = ct_image_file_read(path, &buf, &len))) goto done;
         if ((err = ct_image_probe(path, buf, len, &fmt, &w, &h))) goto done;
         if ((long)w * h > CT_IMAGE_MAX_PIXELS) {
             err = ct_data_errorf("%s: image too large (%dx%d)", path, w, h);
@@ -317,6 +317,7 @@ ct_data_err ct_loader_open_idx(const char *images, const char *labels, int64_t l
 int64_t ct_loader_size(const ct_loader *l) { return l->n; }
 int64_t ct_loader_batches_per_epoch(const ct_loader *l) { return l->n_batches; }
 int ct_loader_n_classes(const ct_loader *l) { return l->n_classes; }
+const ct_loader_config *ct_loader_config_of(const ct_loader *l) { return &l->cfg; }
 
 ct_data_err ct_loader_start_epoch(ct_loader *l, int64_t epoch, int64_t first_batch)
 {

@@ -54,6 +54,8 @@ ct_data_err ct_loader_open_idx(const char *images, const char *labels, int64_t l
 int64_t ct_loader_size(const ct_loader *l);
 int64_t ct_loader_batches_per_epoch(const ct_loader *l);
 int ct_loader_n_classes(const ct_loader *l);
+/* The configuration the loader was opened with (views, batch, channels...). */
+const ct_loader_config *ct_loader_config_of(const ct_loader *l);
 
 /* Begin an epoch at batch first_batch (0, or later when resuming); in-flight
  * work of the previous epoch is finished and dropped. */

@@ -54,7 +54,7 @@ static ct_data_err npy_read_image(const char *path, ct_image *img)
 {
     uint8_t *buf;
     size_t len;
-    ct_data_err err = ct_file_read(path, &buf, &len);
+    ct_data_err err = ct_image_file_read(path, &buf, &len);
     if (err) return err;
     if (len < 10 || memcmp(buf, "\x93NUMPY", 6) != 0) {
         free(buf);

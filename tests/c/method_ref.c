@@ -2,10 +2,11 @@
  * (models/method.h), run for N steps by the reference interpreter, state
  * assignments applied between steps. Used by tests/test_methods.py.
  *   method_ref ENCODER OUTDIR --preset NAME [KEY=VALUE ...] [--in NAME FILE]
- *              [--set NAME FILE] [--steps N] [--pipeline]
+ *              [--set NAME FILE] [--steps N] [--pipeline | --fuse]
  * --in binds a graph input (a file of N stacked per-step values, or one value
  * reused every step); --set overrides a PARAM/STATE initial value;
- * --pipeline runs the default passes on the training graph first.
+ * --pipeline runs the default passes on the training graph first; --fuse
+ * runs them and then the fuse pass (passes/fuse.c).
  *   method_ref --preset-dump NAME  prints a preset's defaults. Writes
  * OUTDIR/init<i>.npy (initial PARAM/STATE values), loss<s>.npy per step,
  * grad<i>.npy (last step) and state<i>.npy (every assigned value after the
@@ -77,6 +78,7 @@ static ct_status set_option(ct_method_options *o, const char *kv)
     else if (!strcmp(key, "opt_momentum")) o->opt_momentum = f;
     else if (!strcmp(key, "attach_optimizer")) o->attach_optimizer = atoi(v);
     else if (!strcmp(key, "dataset_size")) o->dataset_size = atoll(v);
+    else if (!strcmp(key, "fuse_loss")) o->fuse_loss = atoi(v);
     else return ct_errorf("unknown option '%s'", key);
     return CT_OK;
 }
@@ -132,6 +134,7 @@ int main(int argc, char **argv)
     static binding ins[32], sets[1024];
     int n_ins = 0, n_sets = 0, steps = 1;
     bool pipeline = false; /* run the default pipeline (infer_shapes fold dce cse) on the training graph */
+    bool fuse = false;
     static const char *in_names[32], *in_files[32], *set_names[1024], *set_files[1024];
     void **buf = NULL;
     bool *owned = NULL;
@@ -151,6 +154,8 @@ int main(int argc, char **argv)
             i += 2;
         } else if (!strcmp(argv[i], "--pipeline")) {
             pipeline = true;
+        } else if (!strcmp(argv[i], "--fuse")) { /* the pipeline, then the fuse pass */
+            pipeline = fuse = true;
         } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
             steps = atoi(argv[++i]);
         } else if ((st = set_option(&o, argv[i]))) {
@@ -164,6 +169,8 @@ int main(int argc, char **argv)
         while (ct_default_pipeline[n_pipe]) n_pipe++;
         ct_pass_options popt = {.verify = true};
         if ((st = ct_pass_run(g, ct_default_pipeline, n_pipe, &popt))) goto out;
+        const char *fp[] = {"fuse"};
+        if (fuse && (st = ct_pass_run(g, fp, 1, &popt))) goto out;
     }
 
     buf = calloc((size_t)g->n_values, sizeof *buf);

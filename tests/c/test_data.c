@@ -261,7 +261,7 @@ static void test_decode_robust(void)
     make_png_file(p, 33, 21);
     uint8_t *png;
     size_t plen;
-    CHECK_OK(ct_file_read(p, &png, &plen));
+    CHECK_OK(ct_image_file_read(p, &png, &plen));
     CHECK_OK(ct_image_decode(p, png, plen, 0, 1, &img));
     CHECK(img.w == 33 && img.h == 21 && img.c == 3 && img.data[3 * 32] == 32 * 255 / 33);
     ct_image_free(&img);

@@ -1,6 +1,7 @@
 # conftest.py — shared pytest fixtures: the repository root, the build dir
 # (env CONTRA_BUILD, default "build"), the contra binary and a runner for it.
 # Marker "slow": long tests, run by default, deselect with -m "not slow".
+# Marker "long": tests of several minutes each, skipped unless CONTRA_LONG_TESTS=1.
 import os
 import pathlib
 import subprocess
@@ -14,6 +15,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a long test (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "long: minutes per test; skipped unless CONTRA_LONG_TESTS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CONTRA_LONG_TESTS", "") not in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason="a long test: set CONTRA_LONG_TESTS=1 to run it")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
 
 
 def build_path():

@@ -99,7 +99,11 @@ def _to_float64(src, dst):
 # channel and float32 rounding alone moves some gradients by ~2% in PyTorch too.
 # Mode "bn_rand" exports BatchNormalization in inference form (training_mode=0)
 # with random statistics; "train" exports training_mode=1 with default init.
-CASES = [("cifar_resnet18", "bn_rand", 16, 1, "float32", 1e-3), ("cifar_resnet18", "bn_rand", 16, 2, "float32", 1e-3),
+# The CIFAR ResNet-18 cases take ~33 s each under the sanitizers; the
+# unsplit inference-form one runs in the long run (the 3-step supervised test
+# covers that export by default).
+CASES = [pytest.param("cifar_resnet18", "bn_rand", 16, 1, "float32", 1e-3, marks=pytest.mark.long),
+         ("cifar_resnet18", "bn_rand", 16, 2, "float32", 1e-3),
          ("cifar_resnet18", "train", 16, 1, "float32", 1e-3), ("resnet18", "bn_rand", 32, 1, "float32", 1e-3),
          ("mobilenet_v2", "bn_rand", 64, 1, "float64", 1e-6)]
 

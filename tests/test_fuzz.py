@@ -11,7 +11,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FUZZ_SECONDS = int(os.environ.get("CONTRA_FUZZ_SECONDS", "40"))
+FUZZ_SECONDS = int(os.environ.get("CONTRA_FUZZ_SECONDS", "20"))
 
 
 @pytest.fixture(scope="module")

@@ -227,9 +227,11 @@ def test_printed_text_read_by_onnx_parser(run_contra, tmp_path, stem):
 # ---------------------------------------------------------------- torchvision models
 
 TORCHVISION = [
-    pytest.param("resnet18", "eval", 13, marks=pytest.mark.slow),
-    pytest.param("resnet18", "eval", 17, marks=pytest.mark.slow),
-    pytest.param("resnet18", "bn", 13, marks=pytest.mark.slow),
+    # ~40 s each under the sanitizers (the text carries 11M weights): one by
+    # default, the other opset/mode pairs in the long run
+    pytest.param("resnet18", "eval", 13, marks=pytest.mark.long),
+    pytest.param("resnet18", "eval", 17, marks=pytest.mark.long),
+    pytest.param("resnet18", "bn", 13, marks=pytest.mark.long),
     pytest.param("resnet18", "bn", 17, marks=pytest.mark.slow),
     ("mobilenet_v3_small", "eval", 13),
     pytest.param("mobilenet_v3_small", "bn", 17, marks=pytest.mark.slow),

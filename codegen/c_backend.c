@@ -1792,6 +1792,14 @@ static void emit_node(cg *c, const ct_node *n)
 
 /* ------------------------------------------------------------ placement */
 
+/* The source of an in-place state update: planned without arena bytes. */
+static bool on_state(const ct_graph *g, const ct_value *v)
+{
+    for (int i = 0; i < g->n_assigns; i++)
+        if (g->assigns[i].src == v && ct_graph_assign_in_place(g, i)) return true;
+    return false;
+}
+
 static ct_status place_values(cg *c)
 {
     const ct_graph *g = c->g;
@@ -1805,7 +1813,7 @@ static ct_status place_values(cg *c)
         if (v->kind == CT_VALUE_TEMP) {
             c->region[i] = CT_PT_REGION_ARENA;
             if (planned) {
-                if (v->offset < 0 && ct_value_nbytes(v) > 0)
+                if (v->offset < 0 && ct_value_nbytes(v) > 0 && !on_state(g, v))
                     return ct_errorf("value '%s' has no arena offset: the memory plan is incomplete", v->name);
                 c->off[i] = v->offset < 0 ? 0 : v->offset;
             } else {
@@ -1894,15 +1902,15 @@ static void place_flat(cg *c)
         }
 }
 
-/* State updates (g->assigns). The memory plan treats an assign's source like
- * any intermediate, so its arena bytes may be reused before the end of the
- * program: the backend moves every assigned TEMP source out of the arena.
- * When nothing reads the destination after the source's producer (optimizer
- * steps, BatchNorm running statistics, counters), the source is placed on the
- * destination's own bytes and the kernel updates it in place (every training
- * kernel reads an element before writing it). Otherwise the source gets its
- * own persistent bytes and forward() copies it into the destination at the
- * end. copy[i] tells which. */
+/* State updates (g->assigns). When nothing reads the destination after the
+ * source's producer (ct_graph_assign_in_place: optimizer steps, BatchNorm
+ * running statistics, counters, the MoCo queue once memory_plan has scheduled
+ * its push last), the source is placed on the destination's own bytes and the
+ * kernel updates it in place (every training kernel reads an element before
+ * writing it); memory_plan gave it no arena bytes. Otherwise the source gets
+ * its own persistent bytes (arena bytes may be reused before the end of the
+ * program) and forward() copies it into the destination at the end. copy[i]
+ * tells which. */
 static ct_status place_assigns(cg *c, bool *copy)
 {
     const ct_graph *g = c->g;
@@ -1913,23 +1921,12 @@ static ct_status place_assigns(cg *c, bool *copy)
             return ct_errorf("state update of '%s': the destination must be a PARAM or STATE value", dst->name);
         if (dst->dtype != src->dtype || ct_value_nbytes(dst) != ct_value_nbytes(src))
             return ct_errorf("state update '%s' <- '%s': dtype or size differ", dst->name, src->name);
-        if (src->kind != CT_VALUE_TEMP || !src->producer) continue;
-        bool src_shared = false; /* another assign writes from the same source */
-        for (int j = 0; j < g->n_assigns; j++)
-            if (j != i && g->assigns[j].src == src) src_shared = true;
-        int pos = src->producer->id, last_read = -1;
-        for (int k = 0; k < g->n_nodes; k++)
-            for (int a = 0; a < g->nodes[k]->n_in; a++)
-                if (g->nodes[k]->in[a] == dst) last_read = k;
-        bool dst_output = false;
-        for (int k = 0; k < g->n_outputs; k++)
-            if (g->outputs[k] == dst) dst_output = true;
-        if (!src_shared && !dst_output && last_read <= pos && c->region[src->id] == CT_PT_REGION_ARENA) {
-            c->region[src->id] = CT_PT_REGION_PERSIST;
+        if (src->kind != CT_VALUE_TEMP || !src->producer || c->region[src->id] != CT_PT_REGION_ARENA) continue;
+        c->region[src->id] = CT_PT_REGION_PERSIST;
+        if (ct_graph_assign_in_place(g, i)) {
             c->off[src->id] = c->off[dst->id];
             copy[i] = false;
-        } else if (c->region[src->id] == CT_PT_REGION_ARENA) {
-            c->region[src->id] = CT_PT_REGION_PERSIST;
+        } else {
             c->off[src->id] = c->persist_bytes;
             c->persist_bytes = align_up(c->persist_bytes + (int64_t)ct_value_nbytes(src));
         }

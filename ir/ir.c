@@ -500,6 +500,25 @@ void ct_graph_add_assign(ct_graph *g, ct_value *dst, ct_value *src)
     g->assigns[g->n_assigns++] = (ct_assign){dst, src};
 }
 
+bool ct_graph_assign_in_place(const ct_graph *g, int i)
+{
+    const ct_value *dst = g->assigns[i].dst, *src = g->assigns[i].src;
+    if (src->kind != CT_VALUE_TEMP || !src->producer) return false;
+    if (dst->kind != CT_VALUE_PARAM && dst->kind != CT_VALUE_STATE) return false;
+    if (dst->dtype != src->dtype || ct_value_nbytes(dst) != ct_value_nbytes(src)) return false;
+    for (int j = 0; j < g->n_assigns; j++)
+        if (j != i && g->assigns[j].src == src) return false;
+    for (int k = 0; k < g->n_outputs; k++)
+        if (g->outputs[k] == dst) return false;
+    int pos = -1;
+    for (int k = 0; k < g->n_nodes && pos < 0; k++)
+        if (g->nodes[k] == src->producer) pos = k;
+    for (int k = pos + 1; k < g->n_nodes; k++)
+        for (int a = 0; a < g->nodes[k]->n_in; a++)
+            if (g->nodes[k]->in[a] == dst) return false;
+    return pos >= 0;
+}
+
 void ct_graph_replace_uses(ct_graph *g, ct_value *from, ct_value *to)
 {
     for (int i = 0; i < g->n_nodes; i++) {

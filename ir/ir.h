@@ -246,6 +246,13 @@ ct_node *ct_graph_add_node(ct_graph *g, ct_op op, const char *name, int n_in, ct
 void ct_graph_add_input(ct_graph *g, ct_value *v);
 void ct_graph_add_output(ct_graph *g, ct_value *v);
 void ct_graph_add_assign(ct_graph *g, ct_value *dst, ct_value *src);
+/* Whether state update i can be realised in place: its source (a TEMP) is
+ * written straight onto the destination's bytes by its producer, because no
+ * node after the producer reads the destination (in the current node order),
+ * no other update shares the source and the destination is no graph output.
+ * passes/memory_plan gives such a source no arena bytes; the backends place it
+ * on its destination. */
+bool ct_graph_assign_in_place(const ct_graph *g, int i);
 
 /* Drop nodes for which keep[node->id] is false, and values no longer
  * referenced by any node, input or output (unless persistent: PARAM/STATE

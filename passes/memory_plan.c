@@ -26,6 +26,12 @@
  *     which leave the bytes unchanged.
  *   - Any two TEMP values whose lifetimes overlap either occupy disjoint
  *     bytes or have identical offset and size (an in-place alias).
+ *   - The source of a state update that can be realised in place
+ *     (ct_graph_assign_in_place) gets no arena bytes (offset -1): the backend
+ *     places it on its destination. Before liveness, a node whose outputs only
+ *     feed state updates is scheduled after the last reader of their
+ *     destinations (sink_state_updates), which is what makes that possible
+ *     for MoCo's queue.
  * Placement: storage groups (a value and its in-place aliases) sorted by size,
  * largest first, each put into the best-fitting gap among the groups already
  * placed whose lifetimes overlap its own (greedy by size, best fit). */
@@ -84,6 +90,72 @@ static void op_inplace_inputs(const ct_node *n, int *cand)
     }
 }
 
+/* Whether every output of n feeds state updates only (no node, no graph output). */
+static bool feeds_assigns_only(const ct_graph *g, const ct_node *n)
+{
+    bool any = false;
+    for (int j = 0; j < n->n_out; j++) {
+        const ct_value *v = n->out[j];
+        if (!v) continue;
+        int uses = ct_graph_use_count(g, v), by_assigns = 0;
+        for (int a = 0; a < g->n_assigns; a++) by_assigns += g->assigns[a].src == v;
+        if (uses != by_assigns) return false;
+        any = any || by_assigns > 0;
+    }
+    return any;
+}
+
+/* Scheduling for in-place state updates. A node whose outputs only feed state
+ * updates (MoCo's QueuePush) is moved after the last other node that reads
+ * one of their destinations (the loss's backward reads the old queue), so its
+ * outputs can be written onto the destinations' own bytes instead of living
+ * in the arena from the node to the end. Its inputs are produced before its
+ * old position, so the order stays topological. */
+static ct_status sink_state_updates(ct_graph *g)
+{
+    int nn = g->n_nodes;
+    int *target = malloc(sizeof *target * (size_t)(nn ? nn : 1));
+    ct_node **order = malloc(sizeof *order * (size_t)(nn ? nn : 1));
+    if (!target || !order) {
+        free(target);
+        free(order);
+        return ct_errorf("memory_plan: out of memory");
+    }
+    bool moved = false;
+    for (int k = 0; k < nn; k++) {
+        const ct_node *n = g->nodes[k];
+        target[k] = -1;
+        if (!feeds_assigns_only(g, n)) continue;
+        int last = -1;
+        for (int a = 0; a < g->n_assigns; a++) {
+            if (!g->assigns[a].src || g->assigns[a].src->producer != n) continue;
+            for (int m = k + 1; m < nn; m++)
+                for (int j = 0; j < g->nodes[m]->n_in; j++)
+                    if (g->nodes[m]->in[j] == g->assigns[a].dst && m > last) last = m;
+        }
+        if (last > k) target[k] = last, moved = true;
+    }
+    /* a node that is itself moved is no target: keep those where they are */
+    for (int k = 0; k < nn; k++)
+        if (target[k] >= 0 && target[target[k]] >= 0) target[k] = -1;
+    if (moved) {
+        int w = 0;
+        for (int k = 0; k < nn; k++) {
+            if (target[k] >= 0) continue;
+            order[w++] = g->nodes[k];
+            for (int m = 0; m < nn; m++)
+                if (target[m] == k) order[w++] = g->nodes[m];
+        }
+        for (int k = 0; k < nn; k++) {
+            g->nodes[k] = order[k];
+            g->nodes[k]->id = k;
+        }
+    }
+    free(target);
+    free(order);
+    return CT_OK;
+}
+
 static int cmp_group_by_size(const void *a, const void *b, void *ctx)
 {
     const plan_group *g = ctx;
@@ -107,7 +179,9 @@ ct_status ct_pass_memory_plan(ct_graph *g)
     int nv = g->n_values, nn = g->n_nodes;
     int *grp = NULL, *order = NULL, *live = NULL;
     plan_group *groups = NULL;
+    bool *on_state = NULL; /* per value id: the source of an in-place state update */
     CT_TRY(ct_graph_toposort(g));
+    CT_TRY(sink_state_updates(g));
 
     grp = malloc(sizeof *grp * (size_t)(nv ? nv : 1));         /* value id -> group id, -1: none */
     groups = calloc((size_t)(nv ? nv : 1), sizeof *groups);
@@ -174,13 +248,23 @@ ct_status ct_pass_memory_plan(ct_graph *g)
         }
     }
 
+    /* The source of an in-place state update lives on its destination's
+     * bytes (ct_graph_assign_in_place): no arena bytes. */
+    on_state = calloc((size_t)(nv ? nv : 1), 1);
+    if (!on_state) {
+        st = ct_errorf("memory_plan: out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < g->n_assigns; i++)
+        if (ct_graph_assign_in_place(g, i)) on_state[g->assigns[i].src->id] = true;
+
     /* Storage groups, with in-place reuse decided in schedule order. */
     int ng = 0;
     for (int k = 0; k < nn; k++) {
         const ct_node *n = g->nodes[k];
         for (int j = 0; j < n->n_out; j++) {
             ct_value *v = n->out[j];
-            if (!v) continue;
+            if (!v || on_state[v->id]) continue;
             int joined = -1;
             if (j == 0) {
                 size_t nb = ct_value_nbytes(v);
@@ -247,6 +331,7 @@ ct_status ct_pass_memory_plan(ct_graph *g)
     g->arena_bytes = align_up(arena);
 
 fail:
+    free(on_state);
     free(grp);
     free(groups);
     free(order);

@@ -2,7 +2,8 @@
 # trainer against PyTorch: the CIFAR ResNet-18 exported with BatchNorm kept,
 # a Linear head, 3 steps of SGD (momentum, weight decay) and of AdamW from the
 # same weights and batches: the loss of every step, every parameter, every
-# BatchNorm running statistic and the optimizer slots. Also the frozen encoder
+# BatchNorm running statistic, the optimizer slots and (SGD) every parameter
+# gradient of every step. Also the frozen encoder
 # (linear evaluation: the encoder's bytes do not change), bad input, and the
 # learning-rate schedules against torch.optim.lr_scheduler.
 import subprocess
@@ -110,22 +111,23 @@ def _torch_steps(path, init, name, opt, lr, x, y, dtype):
         o = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     else:
         o = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, eps=1e-3)
-    losses = []
+    losses, grads = [], []
+    named = {("head." + k[2:]) if k.startswith("1.") else k[2:]: v for k, v in model.named_parameters()}
     for s in range(3):
         xb = torch.from_numpy(x[s * BATCH:(s + 1) * BATCH]).to(dtype)
         yb = torch.from_numpy(y[s * BATCH:(s + 1) * BATCH])
         o.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(xb), yb)
         loss.backward()
+        grads.append({k: v.grad.double().numpy().copy() for k, v in named.items()})
         o.step()
         losses.append(loss.item())
-    named = {("head." + k[2:]) if k.startswith("1.") else k[2:]: v for k, v in model.named_parameters()}
     slots = {}
     for k, v in named.items():
         for slot in (("momentum_buffer",) if opt == "sgd" else ("exp_avg", "exp_avg_sq")):
             slots[f"optim/{slot}/{k}"] = o.state[v][slot].double().numpy()
     return (losses, {k: v.detach().double().numpy() for k, v in named.items()},
-            {k[2:]: v.double().numpy() for k, v in model.named_buffers() if "running" in k}, slots)
+            {k[2:]: v.double().numpy() for k, v in model.named_buffers() if "running" in k}, slots, grads)
 
 
 def _worst(got, ref):
@@ -169,8 +171,8 @@ def test_three_steps_match_pytorch(run_contra, tmp_path, name, size, opt):
     assert len(losses) == 3
     init, after = _load_dir(tmp_path / "p0"), _load_dir(tmp_path / "p3")
 
-    ref_losses, ref_p, ref_b, ref_s = _torch_steps(path, init, name, opt, lr, x, y, torch.float64)
-    t32_losses, t32_p, t32_b, t32_s = _torch_steps(path, init, name, opt, lr, x, y, torch.float32)
+    ref_losses, ref_p, ref_b, ref_s, ref_g = _torch_steps(path, init, name, opt, lr, x, y, torch.float64)
+    t32_losses, t32_p, t32_b, t32_s, t32_g = _torch_steps(path, init, name, opt, lr, x, y, torch.float32)
     assert set(ref_p) <= set(after), sorted(set(ref_p) - set(after))
     moved = min(_rel(v, init[k]) for k, v in ref_p.items() if k in init)
     assert moved > 0
@@ -185,6 +187,29 @@ def test_three_steps_match_pytorch(run_contra, tmp_path, name, size, opt):
         assert worst[0] <= max(tol, bound[0]), (what, worst, "PyTorch float32:", bound)
     if opt == "adamw":
         assert int(after["optim/step"]) == 3
+        return
+    # Every parameter gradient of every step, from the SGD momentum buffers after 1, 2 and 3 steps
+    # (torch's buffer: b_t = m b_(t-1) + g_t + wd p_(t-1), so g_t = b_t - m b_(t-1) - wd p_(t-1)).
+    saved = [init]
+    for s in (1, 2):
+        _trainer_run(tdir, "--x", ddir / "x.npy", "--y", ddir / "y.npy", "--steps", s, "--save-params",
+                     tmp_path / f"p{s}", "--threads", 2)
+        saved.append(_load_dir(tmp_path / f"p{s}"))
+    saved.append(after)
+    for s in range(3):
+        got = {}
+        for k in ref_g[s]:
+            b = saved[s + 1][f"optim/momentum_buffer/{k}"].astype(np.float64)
+            b0 = saved[s][f"optim/momentum_buffer/{k}"].astype(np.float64) if s else 0.0
+            got[k] = b - 0.9 * b0 - 5e-4 * saved[s][k].astype(np.float64)
+        # relative to the largest gradient of the step (a BatchNorm bias gradient that is ~0 in exact
+        # arithmetic is rounding noise in any float32 implementation)
+        scale = max(float(np.max(np.abs(v))) for v in ref_g[s].values())
+        worst = max((float(np.max(np.abs(got[k] - v))) / scale, k) for k, v in ref_g[s].items())
+        bound = max((float(np.max(np.abs(t32_g[s][k] - v))) / scale, k) for k, v in ref_g[s].items())
+        print(f"{name} sgd: step {s + 1}: worst gradient vs float64 {worst[0]:.3g} ({worst[1]}); "
+              f"PyTorch float32 {bound[0]:.3g} ({bound[1]})")
+        assert worst[0] <= max(1e-3, bound[0]), (s + 1, worst, "PyTorch float32:", bound)
 
 
 def test_frozen_encoder_changes_only_the_head(run_contra, tmp_path, cifar_bn, data):

@@ -1188,18 +1188,23 @@ typedef enum {
     CONV_BATCHED,   /* small images: im2col of the whole batch, one wide GEMM, then scatter */
 } conv_kind;
 
-#define CONV_BATCHED_MAX_HW 256         /* output pixels per image at most */
-#define CONV_BATCHED_MAX_FLOATS (1 << 24) /* scratch budget */
+#define CONV_BATCHED_MIN_HW_SINGLE 4096 /* images with this many output pixels get a GEMM each */
+#define CONV_BATCHED_MAX_FLOATS (1 << 23) /* scratch budget of a batched Conv */
+#define CONV_GRAD_MAX_FLOATS (1 << 23)    /* scratch budget of the batched convolution gradients */
 
-static conv_kind conv_lowering(const win2d *w, int64_t group, int64_t *scratch_floats)
+static conv_kind conv_lowering(const win2d *w, int64_t group, int64_t *scratch_floats, int64_t *nb)
 {
     int64_t cg_ = w->C / group, mg = w->OC / group, ohw = w->OH * w->OW, k = cg_ * w->kh * w->kw;
     bool pointwise = w->kh == 1 && w->kw == 1 && w->sh == 1 && w->sw == 1 && !w->pt && !w->pl && !w->pb && !w->pr;
     *scratch_floats = 0;
+    *nb = 1;
     if (cg_ == 1 && group == w->C) return CONV_DEPTHWISE;
-    int64_t batched = (k + mg) * w->N * ohw;
-    if (w->N > 1 && ohw <= CONV_BATCHED_MAX_HW && batched <= CONV_BATCHED_MAX_FLOATS) {
-        *scratch_floats = batched;
+    /* images per GEMM: as many as the scratch budget holds (one GEMM per chunk of the batch) */
+    int64_t per_image = (k + mg) * ohw, b = per_image > 0 ? CONV_BATCHED_MAX_FLOATS / per_image : w->N;
+    if (b > w->N) b = w->N;
+    if (b > 1 && ohw < CONV_BATCHED_MIN_HW_SINGLE) {
+        *nb = b;
+        *scratch_floats = per_image * b;
         return CONV_BATCHED;
     }
     if (pointwise) return CONV_POINTWISE;
@@ -1240,8 +1245,8 @@ static void emit_conv(cg *c, const ct_node *n)
     if (!window_geometry(c, n, ks, &w)) return;
     int64_t G = ct_node_attr_int(n, "group", 1);
     int64_t Cg = w.C / G, Mg = w.OC / G, OHW = w.OH * w.OW, K = Cg * w.kh * w.kw;
-    int64_t scratch = 0;
-    conv_kind kind = conv_lowering(&w, G, &scratch);
+    int64_t scratch = 0, nb = 1;
+    conv_kind kind = conv_lowering(&w, G, &scratch, &nb);
     ct_emitter *e = &c->k;
     if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
     kernel_open(c, n, scratch > 0);
@@ -1282,30 +1287,34 @@ static void emit_conv(cg *c, const ct_node *n)
         return;
     }
     if (kind == CONV_BATCHED) {
-        int64_t NP = w.N * OHW;
-        ct_emit_line(e, "float *col = scratch;        /* (%lld, %lld): im2col of every image */", (long long)K, (long long)NP);
+        /* chunks of nb images: im2col of the chunk, one wide GEMM, then the columns scattered to NCHW */
+        int64_t NP = nb * OHW;
+        ct_emit_line(e, "float *col = scratch;        /* (%lld, %lld): im2col of a chunk of images */", (long long)K,
+                     (long long)NP);
         ct_emit_line(e, "float *acc = scratch + %lld; /* (%lld, %lld): GEMM result */", (long long)(K * NP), (long long)Mg,
                      (long long)NP);
+        ct_emit_open(e, "for (int64_t n0 = 0; n0 < %lld; n0 += %lld)", (long long)w.N, (long long)nb);
+        ct_emit_line(e, "const int64_t b = %lld - n0 < %lld ? %lld - n0 : %lld, P = b * %lld;", (long long)w.N,
+                     (long long)nb, (long long)w.N, (long long)nb, (long long)OHW);
         ct_emit_for(e, "g", "%lld", (long long)G);
         ct_emit_pfor(e, "r", 2, K * NP < PAR_MIN, "%lld", (long long)K);
-        ct_emit_for(e, "n", "%lld", (long long)w.N);
-        ct_emit_line(e, "const float *xg = x0 + (n * %lld + g * %lld) * %lld;", (long long)w.C, (long long)Cg,
+        ct_emit_open(e, "for (int64_t i = 0; i < b; i++)");
+        ct_emit_line(e, "const float *xg = x0 + ((n0 + i) * %lld + g * %lld) * %lld;", (long long)w.C, (long long)Cg,
                      (long long)(w.H * w.W));
-        ct_emit_line(e, "float *row = col + r * %lld + n * %lld;", (long long)NP, (long long)OHW);
+        ct_emit_line(e, "float *row = col + r * P + i * %lld;", (long long)OHW);
         emit_im2col_row(e, &w);
         ct_emit_close(e);
         ct_emit_close(e);
-        ct_emit_line(e, "cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, %lld, %lld, %lld, 1.0f, x1 + g * %lld, %lld, col, %lld, 0.0f, acc, %lld);",
-                     (long long)Mg, (long long)NP, (long long)K, (long long)(Mg * K), (long long)K, (long long)NP,
-                     (long long)NP);
-        ct_emit_pfor(e, "n", 2, w.N * Mg * OHW < PAR_MIN, "%lld", (long long)w.N);
-        ct_emit_for(e, "m", "%lld", (long long)Mg);
-        ct_emit_line(e, "const float *src = acc + m * %lld + n * %lld;", (long long)NP, (long long)OHW);
-        ct_emit_line(e, "float *dst = y0 + (n * %lld + g * %lld + m) * %lld;", (long long)w.OC, (long long)Mg,
+        ct_emit_line(e, "cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, %lld, (int)P, %lld, 1.0f, x1 + g * %lld, %lld, col, (int)P, 0.0f, acc, (int)P);",
+                     (long long)Mg, (long long)K, (long long)(Mg * K), (long long)K);
+        ct_emit_pfor(e, "t", 1, w.N * Mg * OHW < PAR_MIN, "b * %lld", (long long)Mg);
+        ct_emit_line(e, "const int64_t i = t / %lld, m = t %% %lld;", (long long)Mg, (long long)Mg);
+        ct_emit_line(e, "const float *src = acc + m * P + i * %lld;", (long long)OHW);
+        ct_emit_line(e, "float *dst = y0 + ((n0 + i) * %lld + g * %lld + m) * %lld;", (long long)w.OC, (long long)Mg,
                      (long long)OHW);
-        if (bias) ct_emit_line(e, "const float b = x2[g * %lld + m];", (long long)Mg);
-        ct_emit_for(e, "i", "%lld", (long long)OHW);
-        ct_emit_line(e, bias ? "dst[i] = src[i] + b;" : "dst[i] = src[i];");
+        if (bias) ct_emit_line(e, "const float bv = x2[g * %lld + m];", (long long)Mg);
+        ct_emit_for(e, "j", "%lld", (long long)OHW);
+        ct_emit_line(e, bias ? "dst[j] = src[j] + bv;" : "dst[j] = src[j];");
         ct_emit_close(e);
         ct_emit_close(e);
         ct_emit_close(e);
@@ -1550,11 +1559,16 @@ static void emit_train(cg *c, const ct_node *n)
         }
         int64_t Cg = xs->dims[1] / G, Mg = ys->dims[1] / G, K = Cg * geo[0] * geo[1], OHW = geo[2] * geo[3];
         bool depthwise = Cg == 1 && Mg == 1 && !geo[6];
-        int64_t scratch = (geo[6] || depthwise) ? 0 : K * OHW;
+        /* nb images per GEMM: dY and the im2col of nb images, (Mg + K) x nb*OHW floats of scratch */
+        int64_t N = xs->dims[0], per_image = (Mg + K) * OHW, nb = per_image > 0 ? CONV_GRAD_MAX_FLOATS / per_image : N;
+        if (nb < 1) nb = 1;
+        if (nb > N) nb = N;
+        int64_t scratch = depthwise ? 0 : per_image * nb;
         if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
         kernel_open(c, n, scratch > 0);
         ct_emit_line(e, "static const ct_win w = %s;", wbuf);
-        ct_emit_line(e, "ct_conv_grad_%s(&w, x0, x1, y0, %s);", wi ? "input" : "weight", scratch ? "scratch" : "0");
+        ct_emit_line(e, "ct_conv_grad_%s(&w, %lld, x0, x1, y0, %s);", wi ? "input" : "weight", (long long)nb,
+                     scratch ? "scratch" : "0");
         kernel_close(c);
         return;
     }
@@ -1949,7 +1963,19 @@ static const char prologue[] =
     "enum { CT_ROW_MAJOR = 101, CT_NO_TRANS = 111, CT_TRANS = 112 };\n"
     "void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,\n"
     "                 const float *b, int ldb, float beta, float *c, int ldc);\n"
-    "void openblas_set_num_threads(int n);\n";
+    "void openblas_set_num_threads(int n);\n"
+    "\n"
+    "/* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */\n"
+    "#include <time.h>\n"
+    "static int ct_prof_on;\n"
+    "static double ct_prof_now(void)\n"
+    "{\n"
+    "    struct timespec t;\n"
+    "    clock_gettime(CLOCK_MONOTONIC, &t);\n"
+    "    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;\n"
+    "}\n"
+    "#define CT_PROF_BEGIN const double ct_t0_ = ct_prof_on ? ct_prof_now() : 0.0\n"
+    "#define CT_PROF_END(i) if (ct_prof_on) ct_prof_s[i] += ct_prof_now() - ct_t0_\n";
 
 ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
 {
@@ -1959,8 +1985,9 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     c.g = g;
     ct_status st = CT_OK;
     bool *copy = NULL;
-    ct_emitter top;
+    ct_emitter top, prof; /* prof: the profile's node names */
     ct_emit_init(&top, &ct_dialect_c);
+    ct_emit_init(&prof, &ct_dialect_c);
     ct_emit_init(&c.k, &ct_dialect_c);
     ct_emit_init(&c.f, &ct_dialect_c);
     c.region = calloc((size_t)g->n_values + 1, sizeof *c.region);
@@ -1980,7 +2007,33 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
      * Conv is emitted, which does not move anything already placed */
     c.scratch_off = align_up(c.arena_bytes);
 
-    for (int i = 0; i < g->n_nodes; i++) emit_node(&c, g->nodes[i]);
+    int n_prof = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ct_node *n = g->nodes[i];
+        size_t before = c.f.len;
+        int kernels = c.n_kernels;
+        ct_emit_raw(&c.f, "    { CT_PROF_BEGIN;\n");
+        size_t open_len = c.f.len;
+        emit_node(&c, n);
+        if (c.n_kernels == kernels) { /* no kernel (an alias, a comment): no timing */
+            size_t body = c.f.len - open_len;
+            memmove(c.f.buf + before, c.f.buf + open_len, body);
+            c.f.len = before + body;
+            c.f.buf[c.f.len] = 0;
+            continue;
+        }
+        ct_emit_raw(&c.f, "    CT_PROF_END(%d); }\n", n_prof++);
+        char nm[512], sh[128];
+        int len = snprintf(nm, sizeof nm, "%s %s", ct_op_table[n->op].name, n->name ? n->name : "");
+        for (int j = 0; j < n->n_in && len < (int)sizeof nm - 1; j++) {
+            if (!n->in[j] || n->in[j]->kind != CT_VALUE_TEMP) continue;
+            shape_dims_str(sh, sizeof sh, &n->in[j]->shape);
+            len += snprintf(nm + len, sizeof nm - (size_t)len, " %s", sh);
+        }
+        ct_emit_raw(&prof, "    ");
+        emit_cstring(&prof, nm);
+        ct_emit_raw(&prof, ",\n");
+    }
     for (int i = 0; i < g->n_assigns; i++) {
         const ct_value *dst = g->assigns[i].dst, *src = g->assigns[i].src;
         char dn[256];
@@ -2007,6 +2060,8 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
                       " * arena %lld bytes (scratch %lld), persistent %lld bytes. Do not edit. */\n",
                 gname, c.n_kernels, (long long)arena_total, (long long)c.scratch_bytes, (long long)c.persist_bytes);
     ct_emit_raw(&top, "%s", prologue);
+    ct_emit_raw(&top, "static double ct_prof_s[%d];\nstatic const char *const ct_prof_names[] = {\n%.*s    0\n};\n",
+                n_prof ? n_prof : 1, (int)prof.len, prof.buf ? prof.buf : "");
     if (c.uses_train_lib) ct_emit_raw(&top, "%s", train_lib);
     ct_emit_raw(&top, "%.*s", (int)c.k.len, c.k.buf ? c.k.buf : "");
     ct_emit_raw(&top, "\nstatic void forward(void *arena, void *persist)\n{\n");
@@ -2045,9 +2100,11 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     emit_cstring(&top, g->name ? g->name : "graph");
     ct_emit_raw(&top, ",\n    .batch = %lld,\n    .n_tensors = %d,\n    .tensors = tensors,\n    .n_inputs = %d,\n"
                       "    .inputs = inputs,\n    .n_outputs = %d,\n    .outputs = outputs,\n    .arena_bytes = %lld,\n"
-                      "    .persist_bytes = %lld,\n    .forward = forward,\n    .set_threads = set_threads,\n};\n",
+                      "    .persist_bytes = %lld,\n    .forward = forward,\n    .set_threads = set_threads,\n"
+                      "    .n_profile = %d,\n    .profile_names = ct_prof_names,\n    .profile_seconds = ct_prof_s,\n"
+                      "    .profile_on = &ct_prof_on,\n};\n",
                 (long long)(g->batch > 0 ? g->batch : 0), n_desc, g->n_inputs, g->n_outputs, (long long)arena_total,
-                (long long)c.persist_bytes);
+                (long long)c.persist_bytes, n_prof);
     free(desc_index);
 
     /* the blob: the persistent region's initial image */
@@ -2073,6 +2130,7 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     out->persist_bytes = c.persist_bytes;
 fail:
     ct_emit_free(&top);
+    ct_emit_free(&prof);
     ct_emit_free(&c.k);
     ct_emit_free(&c.f);
     free(c.region);

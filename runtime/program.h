@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 /* Bumped whenever the structs below change. */
-#define CT_PROGRAM_ABI 2 /* 2: the device fields at the end of ct_program_desc */
+#define CT_PROGRAM_ABI 3 /* 2: the device fields at the end of ct_program_desc; 3: the profile */
 #define CT_PROGRAM_MAX_RANK 8
 #define CT_PROGRAM_SYMBOL "ct_program"
 
@@ -80,6 +80,14 @@ typedef struct {
     void (*device_free)(void *p);
     void (*copy_to_device)(void *dst, const void *src, int64_t nbytes);
     void (*copy_to_host)(void *dst, const void *src, int64_t nbytes);
+    /* ABI 3: a per-node profile of forward(). While *profile_on is non-zero,
+     * forward() adds the wall seconds of node i's kernels to profile_seconds[i]
+     * (the C backend; a device program leaves n_profile 0). profile_names[i]
+     * reads "Op node-name [shapes]". */
+    int n_profile;
+    const char *const *profile_names;
+    double *profile_seconds;
+    int *profile_on;
 } ct_program_desc;
 
 #endif

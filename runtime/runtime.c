@@ -226,3 +226,41 @@ void ct_rt_program_set_threads(ct_rt_program *p, int n)
 {
     if (n > 0 && p->desc->set_threads) p->desc->set_threads(n);
 }
+
+bool ct_rt_program_profile_start(ct_rt_program *p)
+{
+    const ct_program_desc *d = p->desc;
+    if (d->abi < 3 || d->n_profile <= 0 || !d->profile_on || !d->profile_seconds) return false;
+    memset(d->profile_seconds, 0, sizeof *d->profile_seconds * (size_t)d->n_profile);
+    *d->profile_on = 1;
+    return true;
+}
+
+static int cmp_seconds_desc(const void *a, const void *b, void *ctx)
+{
+    const double *s = ctx;
+    double x = s[*(const int *)a], y = s[*(const int *)b];
+    return x < y ? 1 : x > y ? -1 : *(const int *)a - *(const int *)b;
+}
+
+void ct_rt_program_profile_report(const ct_rt_program *p, FILE *out, int64_t calls, int top)
+{
+    const ct_program_desc *d = p->desc;
+    if (d->abi < 3 || d->n_profile <= 0 || !d->profile_seconds || calls <= 0) return;
+    int n = d->n_profile, *order = malloc(sizeof *order * (size_t)n);
+    if (!order) return;
+    double total = 0;
+    for (int i = 0; i < n; i++) order[i] = i, total += d->profile_seconds[i];
+    qsort_r(order, (size_t)n, sizeof *order, cmp_seconds_desc, d->profile_seconds);
+    fprintf(out, "profile: %d nodes, %.3f s per call of the program (mean over %lld); the %d slowest:\n", n,
+            total / (double)calls, (long long)calls, top < n ? top : n);
+    fprintf(out, "  %10s %6s %6s  node\n", "ms/call", "%", "cum %");
+    double cum = 0;
+    for (int k = 0; k < n && k < top; k++) {
+        double s = d->profile_seconds[order[k]];
+        cum += s;
+        fprintf(out, "  %10.2f %6.1f %6.1f  %s\n", 1e3 * s / (double)calls, total > 0 ? 100 * s / total : 0,
+                total > 0 ? 100 * cum / total : 0, d->profile_names[order[k]]);
+    }
+    free(order);
+}

@@ -5,7 +5,9 @@
 #ifndef CT_RUNTIME_H
 #define CT_RUNTIME_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "program.h"
 #include "status.h"
@@ -29,5 +31,11 @@ ct_status ct_rt_program_set_input(ct_rt_program *p, const char *name, int dtype,
 ct_status ct_rt_program_run(ct_rt_program *p);
 /* Thread count for the program's loops and BLAS (n > 0). */
 void ct_rt_program_set_threads(ct_rt_program *p, int n);
+
+/* The per-node profile (C programs of ABI 3): start timing every node's
+ * kernels (false if the program cannot), and print the `top` nodes that took
+ * the most time, per call of forward() over `calls` calls, to `out`. */
+bool ct_rt_program_profile_start(ct_rt_program *p);
+void ct_rt_program_profile_report(const ct_rt_program *p, FILE *out, int64_t calls, int top);
 
 #endif

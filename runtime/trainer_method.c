@@ -90,6 +90,8 @@ static void usage(FILE *f, const trainer_meta *m)
             "                     otherwise), plain, none (default auto)\n"
             "  -q, --quiet        no per-step lines (--progress none) \n"
             "  --time-steps       print 'time S SECONDS' per step\n"
+            "  --profile N        time every node of the compiled step from the second step\n"
+            "                     on and print the N slowest at the end (stderr)\n"
             "  -h, --help         this help\n",
             trainer_meta_get(m, "method", "?"), trainer_meta_get(m, "preset", "?"), trainer_meta_get(m, "batch", "?"),
             trainer_meta_get(m, "augment", "?"), trainer_meta_get(m, "epochs", "?"),
@@ -106,6 +108,7 @@ typedef struct {
     uint64_t seed;
     double lr, knn_t, max_bad;
     bool time_steps, knn_init;
+    int profile; /* --profile N: the N slowest nodes, 0: off */
 } topts;
 
 static volatile sig_atomic_t g_stop;
@@ -497,7 +500,8 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         else if (has && (!strcmp(a, "--limit") || !strcmp(a, "--val-limit") || !strcmp(a, "--epochs") ||
                          !strcmp(a, "--steps") || !strcmp(a, "--batch") || !strcmp(a, "--warmup") ||
                          !strcmp(a, "--ckpt-every") || !strcmp(a, "--knn-every") || !strcmp(a, "--knn-k") ||
-                         !strcmp(a, "--workers") || !strcmp(a, "--threads") || !strcmp(a, "--seed"))) {
+                         !strcmp(a, "--workers") || !strcmp(a, "--threads") || !strcmp(a, "--seed") ||
+                         !strcmp(a, "--profile"))) {
             if (!num_arg(argv[++i], &v) || v != floor(v) || v < 0 || v > 1e15) {
                 fprintf(stderr, "trainer: %s needs an integer >= 0, got '%s'\n", a, argv[i]);
                 return 2;
@@ -514,6 +518,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
             else if (!strcmp(a, "--knn-k")) o.knn_k = x;
             else if (!strcmp(a, "--workers")) o.workers = (int)x;
             else if (!strcmp(a, "--threads")) o.threads = (int)x;
+            else if (!strcmp(a, "--profile")) o.profile = x > 1000000 ? 1000000 : (int)x;
             else o.seed = (uint64_t)x;
         } else if (has && (!strcmp(a, "--lr") || !strcmp(a, "--knn-t") || !strcmp(a, "--max-bad"))) {
             if (!num_arg(argv[++i], &v)) {
@@ -755,7 +760,8 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     perm = malloc(sizeof *perm * (size_t)B * 2);
     if (!perm) abort();
     double epoch_loss = 0, t_epoch = now_s();
-    int64_t epoch_n = 0, cur_epoch = -1, bad_seen = 0;
+    int64_t epoch_n = 0, cur_epoch = -1, bad_seen = 0, profiled = 0;
+    bool profiling = false;
     const ct_batch *bt = NULL;
     while (step < total && !g_stop) {
         int64_t epoch = step / per_epoch, bi = step % per_epoch;
@@ -807,7 +813,9 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
             *(float *)ct_rt_program_tensor(sp.p, sp.mom_idx) =
                 (float)(1.0 - (1.0 - ema_base) * (cos(M_PI * (double)step / (double)(total ? total : 1)) + 1) / 2);
         if ((st = ct_rt_program_run(sp.p))) goto out;
+        if (profiling) profiled++;
         step++;
+        if (o.profile && !profiling) profiling = ct_rt_program_profile_start(sp.p); /* from the second step on */
         double loss = *(const float *)ct_rt_program_tensor(sp.p, sp.loss_idx), t1 = now_s();
         if (!isfinite(loss)) {
             st = ct_errorf("step %lld: the loss is %g (lower --lr?); the last checkpoint is kept", (long long)step, loss);
@@ -867,6 +875,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     if (o.views && o.ckpt_every && (st = checkpoint_write(&sp, o.out, step, o.seed, total))) goto out;
     fflush(stdout);
     if (o.save && (st = save_all(sp.p, o.save))) goto out;
+    if (profiling) ct_rt_program_profile_report(sp.p, stderr, profiled, o.profile);
     if (o.embed && (st = embed(&sp, m, o.embed))) goto out;
     if (o.export_path) {
         if ((st = export_encoder(&sp, dir, o.export_path))) goto out;

@@ -14,6 +14,28 @@ void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float a
                  const float *b, int ldb, float beta, float *c, int ldc);
 void openblas_set_num_threads(int n);
 
+/* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */
+#include <time.h>
+static int ct_prof_on;
+static double ct_prof_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#define CT_PROF_BEGIN const double ct_t0_ = ct_prof_on ? ct_prof_now() : 0.0
+#define CT_PROF_END(i) if (ct_prof_on) ct_prof_s[i] += ct_prof_now() - ct_t0_
+static double ct_prof_s[6];
+static const char *const ct_prof_names[] = {
+    "Conv Conv_0",
+    "FusedBatchNormRelu BatchNormalization_1/fused_relu (2,7,5,5)",
+    "MaxPool MaxPool_3 (2,7,5,5)",
+    "Add Add_4 (2,7,3,3)",
+    "GlobalAveragePool GlobalAveragePool_5 (2,7,3,3)",
+    "Gemm Gemm_7 (2,7)",
+    0
+};
+
 /* Conv, node "Conv_0": x0(2,3,9,9) x1(7,3,3,3) x2(7) -> y0(2,7,5,5) */
 static void k0_conv(
     const float *restrict x0 /* (2,3,9,9) x */,
@@ -22,37 +44,39 @@ static void k0_conv(
     float *restrict y0 /* (2,7,5,5) c */,
     float *restrict scratch)
 {
-    float *col = scratch;        /* (27, 50): im2col of every image */
+    float *col = scratch;        /* (27, 50): im2col of a chunk of images */
     float *acc = scratch + 1350; /* (7, 50): GEMM result */
-    for (int64_t g = 0; g < 1; g++) {
-        for (int64_t r = 0; r < 27; r++) {
-            for (int64_t n = 0; n < 2; n++) {
-                const float *xg = x0 + (n * 3 + g * 3) * 81;
-                float *row = col + r * 50 + n * 25;
-                const int64_t ci = r / 9, kh = (r / 3) % 3, kw = r % 3;
-                for (int64_t oh = 0; oh < 5; oh++) {
-                    const int64_t ih = oh * 2 - 1 + kh * 1;
-                    float *dst = row + oh * 5;
-                    if (ih < 0 || ih >= 9) {
-                        memset(dst, 0, 20);
-                        continue;
-                    }
-                    const float *src = xg + (ci * 9 + ih) * 9;
-                    for (int64_t ow = 0; ow < 5; ow++) {
-                        const int64_t iw = ow * 2 - 1 + kw * 1;
-                        dst[ow] = (iw >= 0 && iw < 9) ? src[iw] : 0.0f;
+    for (int64_t n0 = 0; n0 < 2; n0 += 2) {
+        const int64_t b = 2 - n0 < 2 ? 2 - n0 : 2, P = b * 25;
+        for (int64_t g = 0; g < 1; g++) {
+            for (int64_t r = 0; r < 27; r++) {
+                for (int64_t i = 0; i < b; i++) {
+                    const float *xg = x0 + ((n0 + i) * 3 + g * 3) * 81;
+                    float *row = col + r * P + i * 25;
+                    const int64_t ci = r / 9, kh = (r / 3) % 3, kw = r % 3;
+                    for (int64_t oh = 0; oh < 5; oh++) {
+                        const int64_t ih = oh * 2 - 1 + kh * 1;
+                        float *dst = row + oh * 5;
+                        if (ih < 0 || ih >= 9) {
+                            memset(dst, 0, 20);
+                            continue;
+                        }
+                        const float *src = xg + (ci * 9 + ih) * 9;
+                        for (int64_t ow = 0; ow < 5; ow++) {
+                            const int64_t iw = ow * 2 - 1 + kw * 1;
+                            dst[ow] = (iw >= 0 && iw < 9) ? src[iw] : 0.0f;
+                        }
                     }
                 }
             }
-        }
-        cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, 7, 50, 27, 1.0f, x1 + g * 189, 27, col, 50, 0.0f, acc, 50);
-        for (int64_t n = 0; n < 2; n++) {
-            for (int64_t m = 0; m < 7; m++) {
-                const float *src = acc + m * 50 + n * 25;
-                float *dst = y0 + (n * 7 + g * 7 + m) * 25;
-                const float b = x2[g * 7 + m];
-                for (int64_t i = 0; i < 25; i++) {
-                    dst[i] = src[i] + b;
+            cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, 7, (int)P, 27, 1.0f, x1 + g * 189, 27, col, (int)P, 0.0f, acc, (int)P);
+            for (int64_t t = 0; t < b * 7; t++) {
+                const int64_t i = t / 7, m = t % 7;
+                const float *src = acc + m * P + i * 25;
+                float *dst = y0 + ((n0 + i) * 7 + g * 7 + m) * 25;
+                const float bv = x2[g * 7 + m];
+                for (int64_t j = 0; j < 25; j++) {
+                    dst[j] = src[j] + bv;
                 }
             }
         }
@@ -164,13 +188,25 @@ static void forward(void *arena, void *persist)
     char *A = (char *)arena, *P = (char *)persist;
     (void)A;
     (void)P;
+    { CT_PROF_BEGIN;
     k0_conv((const float *)(P + 0), (const float *)(P + 1984), (const float *)(P + 2752), (float *)(A + 0), (float *)(A + 2816));
+    CT_PROF_END(0); }
+    { CT_PROF_BEGIN;
     k1_fusedbatchnormrelu(A, P);
+    CT_PROF_END(1); }
+    { CT_PROF_BEGIN;
     k2_maxpool((const float *)(A + 1408), (float *)(A + 0));
+    CT_PROF_END(2); }
+    { CT_PROF_BEGIN;
     k3_add((const float *)(A + 0), (const float *)(P + 3072), (float *)(A + 0));
+    CT_PROF_END(3); }
+    { CT_PROF_BEGIN;
     k4_globalaveragepool((const float *)(A + 0), (float *)(A + 512));
+    CT_PROF_END(4); }
     /* Flatten "Flatten_6": output aliases its input */
+    { CT_PROF_BEGIN;
     k6_gemm((const float *)(A + 512), (const float *)(P + 3136), (const float *)(P + 3328), (float *)(A + 0));
+    CT_PROF_END(5); }
 }
 
 static void set_threads(int n)
@@ -218,4 +254,8 @@ const ct_program_desc ct_program = {
     .persist_bytes = 3392,
     .forward = forward,
     .set_threads = set_threads,
+    .n_profile = 6,
+    .profile_names = ct_prof_names,
+    .profile_seconds = ct_prof_s,
+    .profile_on = &ct_prof_on,
 };

@@ -14,6 +14,30 @@ void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float a
                  const float *b, int ldb, float beta, float *c, int ldc);
 void openblas_set_num_threads(int n);
 
+/* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */
+#include <time.h>
+static int ct_prof_on;
+static double ct_prof_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#define CT_PROF_BEGIN const double ct_t0_ = ct_prof_on ? ct_prof_now() : 0.0
+#define CT_PROF_END(i) if (ct_prof_on) ct_prof_s[i] += ct_prof_now() - ct_t0_
+static double ct_prof_s[8];
+static const char *const ct_prof_names[] = {
+    "Conv Conv_0",
+    "HardSwish HardSwish_1 (2,13,7,7)",
+    "AveragePool AveragePool_2 (2,13,7,7)",
+    "GlobalAveragePool GlobalAveragePool_3 (2,13,4,4)",
+    "HardSigmoid HardSigmoid_4 (2,13,1,1)",
+    "Mul Mul_5 (2,13,4,4) (2,13,1,1)",
+    "Clip Clip_6 (2,13,4,4)",
+    "Conv Conv_7 (2,13,4,4)",
+    0
+};
+
 /* Conv, node "Conv_0": x0(2,13,7,7) x1(13,1,3,3) x2(13) -> y0(2,13,7,7) */
 static void k0_conv(
     const float *restrict x0 /* (2,13,7,7) x */,
@@ -150,36 +174,38 @@ static void k7_conv(
     float *restrict y0 /* (2,13,4,4) y */,
     float *restrict scratch)
 {
-    float *col = scratch;        /* (13, 32): im2col of every image */
+    float *col = scratch;        /* (13, 32): im2col of a chunk of images */
     float *acc = scratch + 416; /* (13, 32): GEMM result */
-    for (int64_t g = 0; g < 1; g++) {
-        for (int64_t r = 0; r < 13; r++) {
-            for (int64_t n = 0; n < 2; n++) {
-                const float *xg = x0 + (n * 13 + g * 13) * 16;
-                float *row = col + r * 32 + n * 16;
-                const int64_t ci = r / 1, kh = (r / 1) % 1, kw = r % 1;
-                for (int64_t oh = 0; oh < 4; oh++) {
-                    const int64_t ih = oh * 1 - 0 + kh * 1;
-                    float *dst = row + oh * 4;
-                    if (ih < 0 || ih >= 4) {
-                        memset(dst, 0, 16);
-                        continue;
-                    }
-                    const float *src = xg + (ci * 4 + ih) * 4;
-                    for (int64_t ow = 0; ow < 4; ow++) {
-                        const int64_t iw = ow * 1 - 0 + kw * 1;
-                        dst[ow] = (iw >= 0 && iw < 4) ? src[iw] : 0.0f;
+    for (int64_t n0 = 0; n0 < 2; n0 += 2) {
+        const int64_t b = 2 - n0 < 2 ? 2 - n0 : 2, P = b * 16;
+        for (int64_t g = 0; g < 1; g++) {
+            for (int64_t r = 0; r < 13; r++) {
+                for (int64_t i = 0; i < b; i++) {
+                    const float *xg = x0 + ((n0 + i) * 13 + g * 13) * 16;
+                    float *row = col + r * P + i * 16;
+                    const int64_t ci = r / 1, kh = (r / 1) % 1, kw = r % 1;
+                    for (int64_t oh = 0; oh < 4; oh++) {
+                        const int64_t ih = oh * 1 - 0 + kh * 1;
+                        float *dst = row + oh * 4;
+                        if (ih < 0 || ih >= 4) {
+                            memset(dst, 0, 16);
+                            continue;
+                        }
+                        const float *src = xg + (ci * 4 + ih) * 4;
+                        for (int64_t ow = 0; ow < 4; ow++) {
+                            const int64_t iw = ow * 1 - 0 + kw * 1;
+                            dst[ow] = (iw >= 0 && iw < 4) ? src[iw] : 0.0f;
+                        }
                     }
                 }
             }
-        }
-        cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, 13, 32, 13, 1.0f, x1 + g * 169, 13, col, 32, 0.0f, acc, 32);
-        for (int64_t n = 0; n < 2; n++) {
-            for (int64_t m = 0; m < 13; m++) {
-                const float *src = acc + m * 32 + n * 16;
-                float *dst = y0 + (n * 13 + g * 13 + m) * 16;
-                for (int64_t i = 0; i < 16; i++) {
-                    dst[i] = src[i];
+            cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, 13, (int)P, 13, 1.0f, x1 + g * 169, 13, col, (int)P, 0.0f, acc, (int)P);
+            for (int64_t t = 0; t < b * 13; t++) {
+                const int64_t i = t / 13, m = t % 13;
+                const float *src = acc + m * P + i * 16;
+                float *dst = y0 + ((n0 + i) * 13 + g * 13 + m) * 16;
+                for (int64_t j = 0; j < 16; j++) {
+                    dst[j] = src[j];
                 }
             }
         }
@@ -191,14 +217,30 @@ static void forward(void *arena, void *persist)
     char *A = (char *)arena, *P = (char *)persist;
     (void)A;
     (void)P;
+    { CT_PROF_BEGIN;
     k0_conv((const float *)(P + 0), (const float *)(P + 5120), (const float *)(P + 5632), (float *)(A + 0));
+    CT_PROF_END(0); }
+    { CT_PROF_BEGIN;
     k1_hardswish((const float *)(A + 0), (float *)(A + 0));
+    CT_PROF_END(1); }
+    { CT_PROF_BEGIN;
     k2_averagepool((const float *)(A + 0), (float *)(A + 5120));
+    CT_PROF_END(2); }
+    { CT_PROF_BEGIN;
     k3_globalaveragepool((const float *)(A + 5120), (float *)(A + 0));
+    CT_PROF_END(3); }
+    { CT_PROF_BEGIN;
     k4_hardsigmoid((const float *)(A + 0), (float *)(A + 0));
+    CT_PROF_END(4); }
+    { CT_PROF_BEGIN;
     k5_mul((const float *)(A + 5120), (const float *)(A + 0), (float *)(A + 5120));
+    CT_PROF_END(5); }
+    { CT_PROF_BEGIN;
     k6_clip((const float *)(A + 5120), (const float *)(P + 6400), (const float *)(P + 6464), (float *)(A + 5120));
+    CT_PROF_END(6); }
+    { CT_PROF_BEGIN;
     k7_conv((const float *)(A + 5120), (const float *)(P + 5696), (float *)(A + 0), (float *)(A + 6784));
+    CT_PROF_END(7); }
 }
 
 static void set_threads(int n)
@@ -243,4 +285,8 @@ const ct_program_desc ct_program = {
     .persist_bytes = 6528,
     .forward = forward,
     .set_threads = set_threads,
+    .n_profile = 8,
+    .profile_names = ct_prof_names,
+    .profile_seconds = ct_prof_s,
+    .profile_on = &ct_prof_on,
 };

@@ -14,6 +14,31 @@ void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float a
                  const float *b, int ldb, float beta, float *c, int ldc);
 void openblas_set_num_threads(int n);
 
+/* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */
+#include <time.h>
+static int ct_prof_on;
+static double ct_prof_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#define CT_PROF_BEGIN const double ct_t0_ = ct_prof_on ? ct_prof_now() : 0.0
+#define CT_PROF_END(i) if (ct_prof_on) ct_prof_s[i] += ct_prof_now() - ct_t0_
+static double ct_prof_s[9];
+static const char *const ct_prof_names[] = {
+    "Transpose Transpose_0",
+    "Slice Slice_1",
+    "Concat Concat_2 (2,3,2) (2,3,2)",
+    "Softmax Softmax_3 (2,3,4)",
+    "Slice Slice_4 (2,3,4)",
+    "ReduceMean ReduceMean_5",
+    "Sub Sub_6 (2,4)",
+    "Div Div_7 (2,4)",
+    "MatMul MatMul_8",
+    0
+};
+
 /* Transpose, node "Transpose_0": x0(2,3,4) -> y0(2,4,3) */
 static void k0_transpose(
     const float *restrict x0 /* (2,3,4) x */,
@@ -164,15 +189,33 @@ static void forward(void *arena, void *persist)
     char *A = (char *)arena, *P = (char *)persist;
     (void)A;
     (void)P;
+    { CT_PROF_BEGIN;
     k0_transpose((const float *)(P + 0), (float *)(A + 0));
+    CT_PROF_END(0); }
+    { CT_PROF_BEGIN;
     k1_slice((const float *)(P + 0), (const int64_t *)(P + 128), (const int64_t *)(P + 192), (const int64_t *)(P + 256), (const int64_t *)(P + 256), (float *)(A + 256));
+    CT_PROF_END(1); }
+    { CT_PROF_BEGIN;
     k2_concat((const float *)(A + 256), (const float *)(A + 256), (float *)(A + 128));
+    CT_PROF_END(2); }
+    { CT_PROF_BEGIN;
     k3_softmax((const float *)(A + 128), (float *)(A + 256));
+    CT_PROF_END(3); }
+    { CT_PROF_BEGIN;
     k4_slice((const float *)(A + 256), (const int64_t *)(P + 128), (const int64_t *)(P + 256), (const int64_t *)(P + 256), (float *)(A + 128));
+    CT_PROF_END(4); }
+    { CT_PROF_BEGIN;
     k5_reducemean((const float *)(P + 0), (const int64_t *)(P + 448), (float *)(A + 192));
+    CT_PROF_END(5); }
+    { CT_PROF_BEGIN;
     k6_sub((const float *)(A + 192), (const float *)(P + 384), (float *)(A + 192));
+    CT_PROF_END(6); }
+    { CT_PROF_BEGIN;
     k7_div((const float *)(A + 192), (const float *)(P + 384), (float *)(A + 192));
+    CT_PROF_END(7); }
+    { CT_PROF_BEGIN;
     k8_matmul((const float *)(P + 0), (const float *)(P + 320), (float *)(A + 256));
+    CT_PROF_END(8); }
 }
 
 static void set_threads(int n)
@@ -219,4 +262,8 @@ const ct_program_desc ct_program = {
     .persist_bytes = 512,
     .forward = forward,
     .set_threads = set_threads,
+    .n_profile = 9,
+    .profile_names = ct_prof_names,
+    .profile_seconds = ct_prof_s,
+    .profile_on = &ct_prof_on,
 };

@@ -44,9 +44,11 @@ ct_status ct_codegen_c_build(const char *outdir, const char *cc);
 
 /* The CUDA backend (cuda_backend.c): lower g to one CUDA source (kernels,
  * cuBLAS calls, a forward() on device pointers, a ct_program_desc with
- * device = CT_PT_DEVICE_CUDA). Same contract as ct_codegen_c; out->source is
- * the .cu text. */
-ct_status ct_codegen_cuda(const ct_graph *g, ct_c_program *out);
+ * device = CT_PT_DEVICE_CUDA, and the staged launch of ABI 3: pinned,
+ * double-buffered input uploads on their own stream, the step captured once
+ * as a CUDA graph and replayed). Same contract as ct_codegen_c; out->source
+ * is the .cu text. tf32: GEMMs may use TF32 tensor cores. */
+ct_status ct_codegen_cuda(const ct_graph *g, bool tf32, ct_c_program *out);
 
 /* Write OUTDIR/model.cu, OUTDIR/program.h, OUTDIR/ct_cuda.h (+ the emulator's
  * cuda_emu.h) and OUTDIR/params.bin. */

@@ -2063,6 +2063,8 @@ static const char prologue[] =
     "#include \"ct_cuda.h\"\n"
     "#include <math.h>\n"
     "#include <stdint.h>\n"
+    "#include <stdio.h>\n"
+    "#include <stdlib.h>\n"
     "#include <string.h>\n"
     "#include \"program.h\"\n"
     "\n"
@@ -2081,41 +2083,138 @@ static const char prologue[] =
     "    return (unsigned)(g < 1 ? 1 : g > CT_MAX_GRID ? CT_MAX_GRID : g);\n"
     "}\n"
     "\n"
-    "static cudaStream_t ct_stream;\n"
+    "static cudaStream_t ct_stream;      /* the step */\n"
+    "static cudaStream_t ct_copy_stream; /* uploads of staged inputs, beside the step */\n"
     "static cublasHandle_t ct_blas;\n"
+    "static void *ct_blas_ws;\n"
+    "static cudaEvent_t ct_ev_uploaded[2], ct_ev_done[2]; /* per staging slot: its upload, the step that read it */\n"
     "static int ct_ready;\n"
+    "#define CT_BLAS_WORKSPACE (32ll << 20)\n"
     "\n"
     "static void ct_setup(void)\n"
     "{\n"
     "    if (ct_ready) return;\n"
     "    CT_CUDA_CHECK(cudaStreamCreateWithFlags(&ct_stream, cudaStreamNonBlocking));\n"
+    "    CT_CUDA_CHECK(cudaStreamCreateWithFlags(&ct_copy_stream, cudaStreamNonBlocking));\n"
     "    CT_CUBLAS_CHECK(cublasCreate(&ct_blas));\n"
     "    CT_CUBLAS_CHECK(cublasSetStream(ct_blas, ct_stream));\n"
-    "#ifdef CT_ALLOW_TF32 /* -DCT_ALLOW_TF32: GEMMs on TF32 tensor cores (10-bit mantissa inputs) */\n"
-    "    CT_CUBLAS_CHECK(cublasSetMathMode(ct_blas, CUBLAS_TF32_TENSOR_OP_MATH));\n"
-    "#endif\n"
+    "    /* a workspace of its own: cuBLAS allocates nothing while a step is captured into a graph */\n"
+    "    CT_CUDA_CHECK(cudaMalloc(&ct_blas_ws, (size_t)CT_BLAS_WORKSPACE));\n"
+    "    CT_CUBLAS_CHECK(cublasSetWorkspace(ct_blas, ct_blas_ws, (size_t)CT_BLAS_WORKSPACE));\n"
+    "    for (int s = 0; s < 2; s++) {\n"
+    "        CT_CUDA_CHECK(cudaEventCreateWithFlags(&ct_ev_uploaded[s], cudaEventDisableTiming));\n"
+    "        CT_CUDA_CHECK(cudaEventCreateWithFlags(&ct_ev_done[s], cudaEventDisableTiming));\n"
+    "    }\n"
     "    ct_ready = 1;\n"
     "}\n"
+    "\n"
+    "/* GEMMs in float32, or with TF32 tensor-core inputs (10-bit mantissas) where the\n"
+    " * program was generated with contra compile --tf32. */\n"
+    "#if CT_ALLOW_TF32\n"
+    "#define CT_GEMM_COMPUTE CUBLAS_COMPUTE_32F_FAST_TF32\n"
+    "#else\n"
+    "#define CT_GEMM_COMPUTE CUBLAS_COMPUTE_32F\n"
+    "#endif\n"
     "\n"
     "/* Row-major C (M, N) = alpha op(A) op(B) + beta C with column-major cuBLAS: C^T = op(B)^T op(A)^T. */\n"
     "static void ct_sgemm_rm(int ta, int tb, long long M, long long N, long long K, float alpha, const float *A,\n"
     "                        long long lda, const float *B, long long ldb, float beta, float *C, long long ldc)\n"
     "{\n"
-    "    CT_CUBLAS_CHECK(cublasSgemm(ct_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,\n"
-    "                                (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda, &beta, C, (int)ldc));\n"
+    "    CT_CUBLAS_CHECK(cublasGemmEx(ct_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,\n"
+    "                                 (int)M, (int)K, &alpha, B, CUDA_R_32F, (int)ldb, A, CUDA_R_32F, (int)lda, &beta, C,\n"
+    "                                 CUDA_R_32F, (int)ldc, CT_GEMM_COMPUTE, CUBLAS_GEMM_DEFAULT));\n"
     "}\n"
     "\n"
     "static void ct_sgemm_rm_batched(int ta, int tb, long long M, long long N, long long K, float alpha, const float *A,\n"
     "                                long long lda, long long sa, const float *B, long long ldb, long long sb, float beta,\n"
     "                                float *C, long long ldc, long long sc, int batch)\n"
     "{\n"
-    "    CT_CUBLAS_CHECK(cublasSgemmStridedBatched(ct_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,\n"
-    "                                              (int)N, (int)M, (int)K, &alpha, B, (int)ldb, sb, A, (int)lda, sa,\n"
-    "                                              &beta, C, (int)ldc, sc, batch));\n"
+    "    CT_CUBLAS_CHECK(cublasGemmStridedBatchedEx(ct_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,\n"
+    "                                               (int)N, (int)M, (int)K, &alpha, B, CUDA_R_32F, (int)ldb, sb, A,\n"
+    "                                               CUDA_R_32F, (int)lda, sa, &beta, C, CUDA_R_32F, (int)ldc, sc, batch,\n"
+    "                                               CT_GEMM_COMPUTE, CUBLAS_GEMM_DEFAULT));\n"
     "}\n"
     "\n";
 
 static const char epilogue[] =
+    "\n/* Run the graph on device pointers with its inputs in the persistent region; returns once the device is done. */\n"
+    "static void forward(void *arena, void *persist)\n"
+    "{\n"
+    "    ct_setup();\n"
+    "    ct_step((char *)arena, (char *)persist, NULL);\n"
+    "    CT_CUDA_CHECK(cudaStreamSynchronize(ct_stream));\n"
+    "}\n"
+    "\n"
+    "/* The training loop's path (program ABI 3). stage() copies the inputs from the host's image of the\n"
+    " * persistent region into a pinned buffer and uploads them on ct_copy_stream into one of two device\n"
+    " * staging buffers, so that the next batch travels while a step runs. launch() enqueues a step that\n"
+    " * first waits for that upload and copies the inputs into place: the first step runs eagerly (cuBLAS\n"
+    " * settles), every later one replays the step captured once as a CUDA graph (one per staging slot;\n"
+    " * CONTRA_CUDA_GRAPHS=0 turns graphs off). wait() returns once the step is done. */\n"
+    "static void *ct_pinned[2], *ct_dstage[2];\n"
+    "static int ct_slot = -1, ct_next, ct_calls, ct_graphs = -1;\n"
+    "static cudaGraphExec_t ct_graph[2];\n"
+    "static void *ct_graph_for[2][2]; /* the (arena, persist) each graph was captured with */\n"
+    "\n"
+    "static void stage(const void *host_persist)\n"
+    "{\n"
+    "    ct_setup();\n"
+    "    const int s = ct_next;\n"
+    "    if (CT_STAGE_BYTES && !ct_pinned[s]) {\n"
+    "        CT_CUDA_CHECK(cudaHostAlloc(&ct_pinned[s], (size_t)CT_STAGE_BYTES, cudaHostAllocDefault));\n"
+    "        CT_CUDA_CHECK(cudaMalloc(&ct_dstage[s], (size_t)CT_STAGE_BYTES));\n"
+    "    }\n"
+    "    /* the step that read this slot (two launches ago) is done with both buffers */\n"
+    "    CT_CUDA_CHECK(cudaEventSynchronize(ct_ev_done[s]));\n"
+    "    for (int i = 0; i < CT_N_INPUTS; i++)\n"
+    "        if (ct_in[i][1]) memcpy((char *)ct_pinned[s] + ct_in[i][2], (const char *)host_persist + ct_in[i][0], (size_t)ct_in[i][1]);\n"
+    "    if (CT_STAGE_BYTES)\n"
+    "        CT_CUDA_CHECK(cudaMemcpyAsync(ct_dstage[s], ct_pinned[s], (size_t)CT_STAGE_BYTES, cudaMemcpyHostToDevice,\n"
+    "                                      ct_copy_stream));\n"
+    "    CT_CUDA_CHECK(cudaEventRecord(ct_ev_uploaded[s], ct_copy_stream));\n"
+    "    ct_slot = s;\n"
+    "    ct_next = s ^ 1;\n"
+    "}\n"
+    "\n"
+    "static void launch(void *arena, void *persist)\n"
+    "{\n"
+    "    ct_setup();\n"
+    "    if (ct_graphs < 0) {\n"
+    "        const char *e = getenv(\"CONTRA_CUDA_GRAPHS\");\n"
+    "        ct_graphs = !(e && e[0] == '0');\n"
+    "    }\n"
+    "    const int s = ct_slot;\n"
+    "    if (s < 0) { /* nothing staged: the inputs are in place */\n"
+    "        ct_step((char *)arena, (char *)persist, NULL);\n"
+    "        return;\n"
+    "    }\n"
+    "    ct_slot = -1;\n"
+    "    CT_CUDA_CHECK(cudaStreamWaitEvent(ct_stream, ct_ev_uploaded[s], 0));\n"
+    "    if (!ct_graphs || ct_calls++ == 0) {\n"
+    "        ct_step((char *)arena, (char *)persist, (const char *)ct_dstage[s]);\n"
+    "    } else {\n"
+    "        if (!ct_graph[s] || ct_graph_for[s][0] != arena || ct_graph_for[s][1] != persist) {\n"
+    "            cudaGraph_t gr;\n"
+    "            if (ct_graph[s]) CT_CUDA_CHECK(cudaGraphExecDestroy(ct_graph[s]));\n"
+    "            CT_CUDA_CHECK(cudaStreamBeginCapture(ct_stream, cudaStreamCaptureModeGlobal));\n"
+    "            ct_step((char *)arena, (char *)persist, (const char *)ct_dstage[s]);\n"
+    "            CT_CUDA_CHECK(cudaStreamEndCapture(ct_stream, &gr));\n"
+    "            CT_CUDA_CHECK(cudaGraphInstantiate(&ct_graph[s], gr, 0));\n"
+    "            CT_CUDA_CHECK(cudaGraphDestroy(gr));\n"
+    "            ct_graph_for[s][0] = arena;\n"
+    "            ct_graph_for[s][1] = persist;\n"
+    "            if (getenv(\"CONTRA_CUDA_VERBOSE\"))\n"
+    "                fprintf(stderr, \"cuda: the step is captured as a CUDA graph (staging slot %d)\\n\", s);\n"
+    "        }\n"
+    "        CT_CUDA_CHECK(cudaGraphLaunch(ct_graph[s], ct_stream));\n"
+    "    }\n"
+    "    CT_CUDA_CHECK(cudaEventRecord(ct_ev_done[s], ct_stream));\n"
+    "}\n"
+    "\n"
+    "static void wait_step(void)\n"
+    "{\n"
+    "    if (ct_ready) CT_CUDA_CHECK(cudaStreamSynchronize(ct_stream));\n"
+    "}\n"
     "\nstatic void set_threads(int n) { (void)n; }\n"
     "\n"
     "/* Device memory for the runtime (runtime.c, program ABI 2). */\n"
@@ -2136,7 +2235,7 @@ static const char epilogue[] =
     "    if (nbytes > 0) CT_CUDA_CHECK(cudaMemcpy(dst, src, (size_t)nbytes, cudaMemcpyDeviceToHost));\n"
     "}\n";
 
-ct_status ct_codegen_cuda(const ct_graph *g, ct_c_program *out)
+ct_status ct_codegen_cuda(const ct_graph *g, bool tf32, ct_c_program *out)
 {
     memset(out, 0, sizeof *out);
     cg c;
@@ -2186,14 +2285,30 @@ ct_status ct_codegen_cuda(const ct_graph *g, ct_c_program *out)
                       " * arena %lld bytes (scratch %lld), persistent %lld bytes. Do not edit.\n"
                       " * Builds with nvcc (the GPU) or as C with gcc against runtime/cuda_emu (the emulator). */\n",
                 gname, c.n_kernels, (long long)arena_total, (long long)c.scratch_bytes, (long long)c.persist_bytes);
+    if (tf32) ct_emit_raw(&top, "#define CT_ALLOW_TF32 1 /* contra compile --tf32 */\n");
     ct_emit_raw(&top, "%s", prologue);
     ct_emit_raw(&top, "%s", cuda_lib);
     ct_emit_raw(&top, "%.*s", (int)c.k.len, c.k.buf ? c.k.buf : "");
-    ct_emit_raw(&top, "\n/* Run the graph on device pointers (arena, persist); returns once the device is done. */\n"
-                      "static void forward(void *arena, void *persist)\n{\n");
-    ct_emit_raw(&top, "    char *A = (char *)arena, *P = (char *)persist;\n    (void)A;\n    (void)P;\n    ct_setup();\n");
+    /* the inputs: where they live in the persistent region, and in the staging buffer */
+    int64_t stage_bytes = 0;
+    ct_emit_raw(&top, "\n/* The graph inputs: persistent-region offset, bytes, offset in a staging buffer. */\n"
+                      "#define CT_N_INPUTS %d\nstatic const long long ct_in[][3] = {\n", g->n_inputs);
+    for (int i = 0; i < g->n_inputs; i++) {
+        const ct_value *v = g->inputs[i];
+        ct_emit_raw(&top, "    {%lldLL, %lldLL, %lldLL},\n", (long long)c.off[v->id], (long long)ct_value_nbytes(v),
+                    (long long)stage_bytes);
+        stage_bytes = align_up(stage_bytes + (int64_t)ct_value_nbytes(v));
+    }
+    if (!g->n_inputs) ct_emit_raw(&top, "    {0, 0, 0},\n");
+    ct_emit_raw(&top, "};\n#define CT_STAGE_BYTES %lldLL\n", (long long)stage_bytes);
+    ct_emit_raw(&top, "\n/* One step on device pointers (arena A, persistent region P), enqueued on ct_stream;\n"
+                      " * S: a device staging buffer the inputs are copied from first (NULL: they are in P). */\n"
+                      "static void ct_step(char *A, char *P, const char *S)\n{\n    (void)A;\n    (void)P;\n"
+                      "    if (S)\n        for (int i = 0; i < CT_N_INPUTS; i++)\n            if (ct_in[i][1])\n"
+                      "                CT_CUDA_CHECK(cudaMemcpyAsync(P + ct_in[i][0], S + ct_in[i][2], (size_t)ct_in[i][1],\n"
+                      "                                              cudaMemcpyDeviceToDevice, ct_stream));\n");
     ct_emit_raw(&top, "%.*s", (int)c.f.len, c.f.buf ? c.f.buf : "");
-    ct_emit_raw(&top, "    CT_CUDA_CHECK(cudaStreamSynchronize(ct_stream));\n}\n");
+    ct_emit_raw(&top, "}\n");
     ct_emit_raw(&top, "%s", epilogue);
 
     int n_desc = 0;
@@ -2228,7 +2343,8 @@ ct_status ct_codegen_cuda(const ct_graph *g, ct_c_program *out)
     emit_cstring(&top, g->name ? g->name : "graph");
     ct_emit_raw(&top, ",\n    %lld, /* batch */\n    %d,\n    tensors,\n    %d,\n    inputs,\n    %d,\n    outputs,\n"
                       "    %lld, /* arena bytes */\n    %lld, /* persistent bytes */\n    forward,\n    set_threads,\n"
-                      "    CT_PT_DEVICE_CUDA,\n    device_alloc,\n    device_free,\n    copy_to_device,\n    copy_to_host,\n};\n",
+                      "    CT_PT_DEVICE_CUDA,\n    device_alloc,\n    device_free,\n    copy_to_device,\n    copy_to_host,\n"
+                      "    0, /* no per-node profile */\n    0,\n    0,\n    0,\n    stage,\n    launch,\n    wait_step,\n};\n",
                 (long long)(g->batch > 0 ? g->batch : 0), n_desc, g->n_inputs, g->n_outputs, (long long)arena_total,
                 (long long)c.persist_bytes);
     free(desc_index);

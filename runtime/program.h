@@ -88,6 +88,14 @@ typedef struct {
     const char *const *profile_names;
     double *profile_seconds;
     int *profile_on;
+    /* ABI 3, device programs (NULL otherwise): an asynchronous step. stage()
+     * takes the inputs from the host image of the persistent region (pinned
+     * copy, upload on a stream of their own); launch() enqueues a step on the
+     * last staged inputs (or on those already in place if none were staged)
+     * and returns; wait() returns once it is done. */
+    void (*stage)(const void *host_persist);
+    void (*launch)(void *arena, void *persist);
+    void (*wait)(void);
 } ct_program_desc;
 
 #endif

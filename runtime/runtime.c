@@ -18,6 +18,10 @@ struct ct_rt_program {
     /* device programs (ABI 2, CT_PT_DEVICE_CUDA): arena/persist above are host
      * shadows; forward() runs on these device copies (see ct_rt_program_run) */
     void *dev_arena, *dev_persist;
+    bool host_dirty; /* the host image of the persistent region was written: upload before the next step */
+    bool dev_newer;  /* a step ran since the host image was last brought up to date */
+    bool staged;     /* the inputs of the next step are staged */
+    char *in_save;   /* the host's input bytes, kept across ct_rt_program_sync_host */
 };
 
 /* A program whose forward() takes device pointers. */
@@ -122,6 +126,7 @@ void ct_rt_program_free(ct_rt_program *p)
     free(p->arena);
     free(p->persist);
     free(p->bound);
+    free(p->in_save);
     if (p->so) dlclose(p->so);
     free(p);
 }
@@ -196,30 +201,97 @@ ct_status ct_rt_program_set_input(ct_rt_program *p, const char *name, int dtype,
     return CT_OK;
 }
 
-ct_status ct_rt_program_run(ct_rt_program *p)
+/* ABI 3 device programs launch asynchronously from staged inputs. */
+static bool staged_launch(const ct_rt_program *p)
+{
+    return on_device(p) && p->desc->abi >= 3 && p->desc->stage && p->desc->launch && p->desc->wait;
+}
+
+ct_status ct_rt_program_stage(ct_rt_program *p)
+{
+    if (!staged_launch(p)) return CT_OK;
+    p->desc->stage(p->persist);
+    p->staged = true;
+    return CT_OK;
+}
+
+ct_status ct_rt_program_launch(ct_rt_program *p)
 {
     for (int i = 0; i < p->desc->n_inputs; i++)
         if (!p->bound[i]) return ct_errorf("input '%s' was not given", p->desc->tensors[p->desc->inputs[i]].name);
+    const ct_program_desc *d = p->desc;
     if (!on_device(p)) {
-        p->desc->forward(p->arena, p->persist);
+        d->forward(p->arena, p->persist);
         return CT_OK;
     }
-    /* device program: the host copies are the caller's view. Inputs go up
-     * (callers may write them through ct_rt_program_tensor), the persistent
-     * region (outputs, updated state) and the arena outputs come back. */
+    /* device program: the host image is the caller's view; state written there goes up first */
+    if (p->host_dirty) {
+        d->copy_to_device(p->dev_persist, p->persist, d->persist_bytes);
+        p->host_dirty = false;
+    }
+    if (staged_launch(p)) {
+        if (!p->staged) d->stage(p->persist);
+        p->staged = false;
+        d->launch(p->dev_arena, p->dev_persist);
+    } else {
+        for (int i = 0; i < d->n_inputs; i++) {
+            const ct_tensor_desc *t = &d->tensors[d->inputs[i]];
+            d->copy_to_device((char *)p->dev_persist + t->offset, (char *)p->persist + t->offset, t->nbytes);
+        }
+        d->forward(p->dev_arena, p->dev_persist);
+    }
+    p->dev_newer = true;
+    return CT_OK;
+}
+
+void ct_rt_program_wait(ct_rt_program *p)
+{
     const ct_program_desc *d = p->desc;
+    if (!on_device(p)) return;
+    if (staged_launch(p)) d->wait();
+    for (int i = 0; i < d->n_outputs; i++) { /* the outputs (a loss: a few bytes) come back at once */
+        const ct_tensor_desc *t = &d->tensors[d->outputs[i]];
+        char *host = t->region == CT_PT_REGION_ARENA ? p->arena : p->persist;
+        const char *dev = t->region == CT_PT_REGION_ARENA ? p->dev_arena : p->dev_persist;
+        d->copy_to_host(host + t->offset, dev + t->offset, t->nbytes);
+    }
+}
+
+ct_status ct_rt_program_run(ct_rt_program *p)
+{
+    CT_TRY(ct_rt_program_launch(p));
+    ct_rt_program_wait(p);
+    return CT_OK;
+}
+
+ct_status ct_rt_program_sync_host(ct_rt_program *p)
+{
+    const ct_program_desc *d = p->desc;
+    if (!on_device(p) || !p->dev_newer) return CT_OK;
+    int64_t in_bytes = 0;
+    for (int i = 0; i < d->n_inputs; i++) in_bytes += d->tensors[d->inputs[i]].nbytes;
+    if (!p->in_save && in_bytes > 0 && !(p->in_save = malloc((size_t)in_bytes)))
+        return ct_errorf("out of memory for the inputs of program '%s'", d->name);
+    int64_t k = 0;
+    for (int i = 0; i < d->n_inputs; i++) { /* inputs the caller may have filled already stay */
+        const ct_tensor_desc *t = &d->tensors[d->inputs[i]];
+        memcpy(p->in_save + k, (char *)p->persist + t->offset, (size_t)t->nbytes);
+        k += t->nbytes;
+    }
+    d->copy_to_host(p->persist, p->dev_persist, d->persist_bytes);
+    k = 0;
     for (int i = 0; i < d->n_inputs; i++) {
         const ct_tensor_desc *t = &d->tensors[d->inputs[i]];
-        d->copy_to_device((char *)p->dev_persist + t->offset, (char *)p->persist + t->offset, t->nbytes);
+        memcpy((char *)p->persist + t->offset, p->in_save + k, (size_t)t->nbytes);
+        k += t->nbytes;
     }
-    d->forward(p->dev_arena, p->dev_persist);
-    d->copy_to_host(p->persist, p->dev_persist, d->persist_bytes);
-    for (int i = 0; i < d->n_outputs; i++) {
-        const ct_tensor_desc *t = &d->tensors[d->outputs[i]];
-        if (t->region == CT_PT_REGION_ARENA)
-            d->copy_to_host((char *)p->arena + t->offset, (char *)p->dev_arena + t->offset, t->nbytes);
-    }
+    p->dev_newer = false;
     return CT_OK;
+}
+
+void ct_rt_program_state_changed(ct_rt_program *p)
+{
+    if (on_device(p)) p->host_dirty = true;
 }
 
 void ct_rt_program_set_threads(ct_rt_program *p, int n)

@@ -27,8 +27,27 @@ void *ct_rt_program_tensor(ct_rt_program *p, int index);
 /* Copy data into input `name`; dtype and dims must match the descriptor. */
 ct_status ct_rt_program_set_input(ct_rt_program *p, const char *name, int dtype, int rank, const int64_t *dims,
                                   const void *data);
-/* Run forward(); fails if an input was never set. */
+/* Run forward(); fails if an input was never set. Same as launch + wait. */
 ct_status ct_rt_program_run(ct_rt_program *p);
+
+/* A step in parts, so that the next batch can be prepared while a device
+ * step runs: launch() starts a step on the current inputs (a C program runs
+ * it to the end), wait() returns once it is done and the program's outputs
+ * are readable. Between them the caller may write the next inputs and
+ * stage() them (a device program copies them to pinned memory and uploads
+ * them beside the running step; a C program does nothing). */
+ct_status ct_rt_program_launch(ct_rt_program *p);
+void ct_rt_program_wait(ct_rt_program *p);
+ct_status ct_rt_program_stage(ct_rt_program *p);
+
+/* Device programs keep their state on the device: ct_rt_program_tensor
+ * gives the host image, which holds the outputs after each wait() but the
+ * rest of the persistent region (parameters, optimizer and BatchNorm state,
+ * the queue) only after sync_host(); after writing state there (a resumed
+ * checkpoint), call state_changed() so the next step uploads it. Both do
+ * nothing for C programs. */
+ct_status ct_rt_program_sync_host(ct_rt_program *p);
+void ct_rt_program_state_changed(ct_rt_program *p);
 /* Thread count for the program's loops and BLAS (n > 0). */
 void ct_rt_program_set_threads(ct_rt_program *p, int n);
 

@@ -121,6 +121,7 @@ static ct_status meta_from(const char *dir, const trainer_meta *t, meta *m)
 
 static ct_status save_params(ct_rt_program *p, const char *dir)
 {
+    CT_TRY(ct_rt_program_sync_host(p));
     const ct_program_desc *d = ct_rt_program_desc(p);
     CT_TRY(trainer_mkdirs(dir));
     for (int i = 0; i < d->n_tensors; i++) {

@@ -286,6 +286,7 @@ static int state_tensors(step_prog *sp, ct_ckpt_tensor *t, int cap)
 
 static ct_status checkpoint_write(step_prog *sp, const char *rundir, int64_t step, uint64_t seed, int64_t total)
 {
+    CT_TRY(ct_rt_program_sync_host(sp->p));
     int cap = sp->d->n_tensors;
     ct_ckpt_tensor *t = calloc((size_t)cap + 1, sizeof *t);
     if (!t) abort();
@@ -323,6 +324,7 @@ static ct_status checkpoint_read(step_prog *sp, const char *rundir, uint64_t see
         int n = state_tensors(sp, t, cap);
         e = ct_ckpt_load(c, t, n);
         free(t);
+        ct_rt_program_state_changed(sp->p); /* a device program uploads it before its next step */
         if (e) st = ct_status_wrap(from_train(e), "%s", path);
         *step = atoll(s);
     }
@@ -331,8 +333,9 @@ static ct_status checkpoint_read(step_prog *sp, const char *rundir, uint64_t see
 }
 
 /* The query/online encoder's current values into the representation program. */
-static void sync_features(step_prog *sp)
+static ct_status sync_features(step_prog *sp)
 {
+    CT_TRY(ct_rt_program_sync_host(sp->p));
     const ct_program_desc *fd = ct_rt_program_desc(sp->feat);
     for (int i = 0; i < fd->n_tensors; i++) {
         const ct_tensor_desc *t = &fd->tensors[i];
@@ -341,12 +344,14 @@ static void sync_features(step_prog *sp)
         if (k < 0 || sp->d->tensors[k].nbytes != t->nbytes) continue;
         memcpy(ct_rt_program_tensor(sp->feat, i), ct_rt_program_tensor(sp->p, k), (size_t)t->nbytes);
     }
+    ct_rt_program_state_changed(sp->feat);
+    return CT_OK;
 }
 
 static ct_status knn_eval(step_prog *sp, const trainer_meta *m, ct_loader *bank, ct_loader *val, const topts *o,
                           double *acc)
 {
-    sync_features(sp);
+    CT_TRY(sync_features(sp));
     const char *in = trainer_meta_get(m, "features_input", "input"), *out = trainer_meta_get(m, "features_output", "");
     float *bf = NULL, *vf = NULL;
     int64_t *bl = NULL, *vl = NULL, nb = 0, nv = 0, d = 0, d2 = 0;
@@ -374,7 +379,7 @@ static ct_status knn_eval(step_prog *sp, const trainer_meta *m, ct_loader *bank,
 
 static ct_status export_encoder(step_prog *sp, const char *dir, const char *path)
 {
-    sync_features(sp);
+    CT_TRY(sync_features(sp));
     char src[4200];
     snprintf(src, sizeof src, "%s/features/encoder.onnx", dir);
     ct_graph *g = NULL;
@@ -402,7 +407,7 @@ static ct_status embed(step_prog *sp, const trainer_meta *m, const char *spec)
     const char *colon = strchr(spec, ':');
     if (!colon || colon == spec || !colon[1]) return ct_errorf("--embed needs X.npy:OUT.npy, got '%s'", spec);
     snprintf(in, sizeof in, "%.*s", (int)(colon - spec), spec);
-    sync_features(sp);
+    CT_TRY(sync_features(sp));
     int ii = ct_rt_program_find(sp->feat, trainer_meta_get(m, "features_input", "input"));
     int oi = ct_rt_program_find(sp->feat, trainer_meta_get(m, "features_output", ""));
     if (ii < 0 || oi < 0) return ct_errorf("features/model.so does not match trainer.txt");
@@ -442,6 +447,7 @@ done:
 
 static ct_status save_all(ct_rt_program *p, const char *dir)
 {
+    CT_TRY(ct_rt_program_sync_host(p));
     const ct_program_desc *d = ct_rt_program_desc(p);
     CT_TRY(trainer_mkdirs(dir));
     for (int i = 0; i < d->n_tensors; i++) {
@@ -475,6 +481,71 @@ static bool num_arg(const char *s, double *v)
     errno = 0;
     *v = strtod(s, &end);
     return *s && !*end && !errno && isfinite(*v);
+}
+
+/* What feed_inputs needs of the training loop. */
+typedef struct {
+    step_prog *sp;
+    const topts *o;
+    ct_loader *train;        /* --data, else the --views arrays below */
+    const ct_batch **bt;
+    int64_t *cur_epoch;      /* the epoch the loader is in */
+    const ct_npy *vnp, *ylab, *pnp;
+    const ct_schedule *sc;
+    size_t view_bytes;
+    int64_t B, per_epoch, total;
+    double ema_base;
+} feeder;
+
+/* The inputs of step s (views, labels, shuffle permutations, learning rate,
+ * EMA decay) into the program, staged: a device program uploads them while
+ * the step before runs. */
+static ct_status feed_inputs(feeder *f, int64_t s)
+{
+    step_prog *sp = f->sp;
+    const int64_t B = f->B, epoch = s / f->per_epoch, bi = s % f->per_epoch;
+    if (f->train) {
+        ct_data_err e = NULL;
+        if (epoch != *f->cur_epoch) {
+            e = ct_loader_start_epoch(f->train, epoch, bi);
+            *f->cur_epoch = epoch;
+        }
+        if (!e) e = ct_loader_next(f->train, f->bt);
+        if (e) return from_data(e);
+        const ct_batch *bt = *f->bt;
+        if (!bt || bt->n != B)
+            return ct_errorf("internal: the loader ended epoch %lld early (batch %lld)", (long long)epoch,
+                             (long long)bi);
+        for (int v = 0; v < sp->n_views; v++)
+            memcpy(ct_rt_program_tensor(sp->p, sp->view_idx[v]), bt->views[v], f->view_bytes);
+        if (sp->labels_idx >= 0)
+            memcpy(ct_rt_program_tensor(sp->p, sp->labels_idx), bt->labels, sizeof(int64_t) * (size_t)B);
+    } else {
+        int64_t S = f->vnp[0].dims[0];
+        size_t per = f->view_bytes / (size_t)B;
+        for (int v = 0; v < sp->n_views; v++) {
+            char *dst = ct_rt_program_tensor(sp->p, sp->view_idx[v]);
+            for (int64_t b = 0; b < B; b++)
+                memcpy(dst + (size_t)b * per, (char *)f->vnp[v].data + (size_t)((s * B + b) % S) * per, per);
+        }
+        if (sp->labels_idx >= 0) {
+            int64_t *lb = ct_rt_program_tensor(sp->p, sp->labels_idx);
+            for (int64_t b = 0; b < B; b++) lb[b] = ((int64_t *)f->ylab->data)[(s * B + b) % S];
+        }
+    }
+    for (int w = 0; w < 2; w++) {
+        if (sp->perm_idx[w] < 0) continue;
+        int64_t *dst = ct_rt_program_tensor(sp->p, sp->perm_idx[w]);
+        if (f->o->perm)
+            memcpy(dst, (int64_t *)f->pnp->data + (size_t)(s * (f->pnp->rank == 3 ? 2 : 1) + w) * (size_t)B,
+                   sizeof(int64_t) * (size_t)B);
+        else draw_perm(f->o->seed, s, w, dst, B);
+    }
+    *(float *)ct_rt_program_tensor(sp->p, sp->lr_idx) = (float)ct_schedule_lr(f->sc, s);
+    if (sp->mom_idx >= 0) /* BYOL: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 */
+        *(float *)ct_rt_program_tensor(sp->p, sp->mom_idx) =
+            (float)(1.0 - (1.0 - f->ema_base) * (cos(M_PI * (double)s / (double)(f->total ? f->total : 1)) + 1) / 2);
+    return ct_rt_program_stage(sp->p);
 }
 
 int trainer_method_main(int argc, char **argv, const char *dir, const trainer_meta *m)
@@ -760,59 +831,22 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     perm = malloc(sizeof *perm * (size_t)B * 2);
     if (!perm) abort();
     double epoch_loss = 0, t_epoch = now_s();
-    int64_t epoch_n = 0, cur_epoch = -1, bad_seen = 0, profiled = 0;
+    int64_t epoch_n = 0, cur_epoch = -1, stats_epoch = -1, bad_seen = 0, profiled = 0;
     bool profiling = false;
     const ct_batch *bt = NULL;
+    feeder fd = {.sp = &sp, .o = &o, .train = train, .bt = &bt, .cur_epoch = &cur_epoch, .vnp = vnp, .ylab = &ylab,
+                 .pnp = &pnp, .sc = &sc, .view_bytes = view_bytes, .B = B, .per_epoch = per_epoch, .total = total,
+                 .ema_base = ema_base};
+    if (step < total && !g_stop && (st = feed_inputs(&fd, step))) goto out;
     while (step < total && !g_stop) {
-        int64_t epoch = step / per_epoch, bi = step % per_epoch;
+        int64_t epoch = step / per_epoch;
         double t0 = now_s();
-        if (train) {
-            ct_data_err e = NULL;
-            if (epoch != cur_epoch) {
-                e = ct_loader_start_epoch(train, epoch, bi);
-                cur_epoch = epoch;
-                epoch_loss = 0, epoch_n = 0, t_epoch = now_s();
-            }
-            if (!e) e = ct_loader_next(train, &bt);
-            if (e) {
-                st = from_data(e);
-                goto out;
-            }
-            if (!bt || bt->n != B) {
-                st = ct_errorf("internal: the loader ended epoch %lld early (batch %lld)", (long long)epoch,
-                               (long long)bi);
-                goto out;
-            }
-            for (int v = 0; v < sp.n_views; v++)
-                memcpy(ct_rt_program_tensor(sp.p, sp.view_idx[v]), bt->views[v], view_bytes);
-            if (sp.labels_idx >= 0) memcpy(ct_rt_program_tensor(sp.p, sp.labels_idx), bt->labels, sizeof(int64_t) * (size_t)B);
-        } else {
-            if (epoch != cur_epoch) cur_epoch = epoch, epoch_loss = 0, epoch_n = 0, t_epoch = now_s();
-            int64_t S = vnp[0].dims[0];
-            size_t per = view_bytes / (size_t)B;
-            for (int v = 0; v < sp.n_views; v++) {
-                char *dst = ct_rt_program_tensor(sp.p, sp.view_idx[v]);
-                for (int64_t b = 0; b < B; b++)
-                    memcpy(dst + (size_t)b * per, (char *)vnp[v].data + (size_t)((step * B + b) % S) * per, per);
-            }
-            if (sp.labels_idx >= 0) {
-                int64_t *lb = ct_rt_program_tensor(sp.p, sp.labels_idx);
-                for (int64_t b = 0; b < B; b++) lb[b] = ((int64_t *)ylab.data)[(step * B + b) % S];
-            }
-        }
-        for (int w = 0; w < 2; w++) {
-            if (sp.perm_idx[w] < 0) continue;
-            int64_t *dst = ct_rt_program_tensor(sp.p, sp.perm_idx[w]);
-            if (o.perm) memcpy(dst, (int64_t *)pnp.data + (size_t)(step * (pnp.rank == 3 ? 2 : 1) + w) * (size_t)B,
-                               sizeof(int64_t) * (size_t)B);
-            else draw_perm(o.seed, step, w, dst, B);
-        }
+        if (epoch != stats_epoch) stats_epoch = epoch, epoch_loss = 0, epoch_n = 0, t_epoch = now_s();
         double cur_lr = ct_schedule_lr(&sc, step);
-        *(float *)ct_rt_program_tensor(sp.p, sp.lr_idx) = (float)cur_lr;
-        if (sp.mom_idx >= 0) /* BYOL: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 */
-            *(float *)ct_rt_program_tensor(sp.p, sp.mom_idx) =
-                (float)(1.0 - (1.0 - ema_base) * (cos(M_PI * (double)step / (double)(total ? total : 1)) + 1) / 2);
-        if ((st = ct_rt_program_run(sp.p))) goto out;
+        if ((st = ct_rt_program_launch(sp.p))) goto out;
+        /* the next step's batch while this one runs (on a device; a C program has finished it already) */
+        if (step + 1 < total && (st = feed_inputs(&fd, step + 1))) goto out;
+        ct_rt_program_wait(sp.p);
         if (profiling) profiled++;
         step++;
         if (o.profile && !profiling) profiling = ct_rt_program_profile_start(sp.p); /* from the second step on */

@@ -72,7 +72,12 @@ static void usage(FILE *f)
             "                 for sm_80 and sm_90 with cuBLAS (ptxas report in\n"
             "                 OUTDIR/ptxas.log; runs on a GPU). cuda-emu: the same\n"
             "                 model.cu built with the C compiler against the CPU\n"
-            "                 emulation of CUDA (runtime/cuda_emu; slow, for testing)\n"
+            "                 emulation of CUDA (runtime/cuda_emu; slow, for testing).\n"
+            "                 A CUDA trainer uploads each batch from pinned memory on a\n"
+            "                 stream of its own while the step before runs, and replays\n"
+            "                 the step as a CUDA graph captured once\n"
+            "  --tf32         CUDA: GEMMs may use TF32 tensor cores (10-bit mantissa\n"
+            "                 inputs; default: float32)\n"
             "  -q, --quiet    print nothing on success\n"
             "  -h, --help     show this help\n"
             "\n"
@@ -111,7 +116,7 @@ ct_status cli_codegen_and_build(const ct_graph *g, const char *outdir, const cli
         CT_TRY(ct_codegen_c_write(prog, outdir));
         return ct_codegen_c_build(outdir, opt->cc);
     }
-    CT_TRY(ct_codegen_cuda(g, prog));
+    CT_TRY(ct_codegen_cuda(g, opt->tf32, prog));
     CT_TRY(ct_codegen_cuda_write(prog, outdir));
     return ct_codegen_cuda_build(outdir, opt->cc, opt->target == CLI_TARGET_CUDA_EMU);
 }
@@ -391,6 +396,7 @@ int cmd_compile(int argc, char **argv)
             model = bundled;
         }
         else if (!strcmp(a, "--cc") && i + 1 < argc) opt.cc = argv[++i];
+        else if (!strcmp(a, "--tf32")) opt.tf32 = true;
         else if (!strcmp(a, "--target") && i + 1 < argc) {
             const char *t = argv[++i];
             if (!strcmp(t, "c")) opt.target = CLI_TARGET_C;

@@ -14,6 +14,7 @@ typedef struct {
     const char *cc;    /* NULL: $CC, else cc */
     bool verbose;      /* print a summary line to stdout */
     int target;        /* CLI_TARGET_*: which backend builds the program (--target) */
+    bool tf32;         /* CUDA: GEMMs may use TF32 tensor cores (--tf32) */
 } cli_compile_options;
 
 enum { CLI_TARGET_C = 0, CLI_TARGET_CUDA = 1, CLI_TARGET_CUDA_EMU = 2 };

@@ -76,6 +76,7 @@ static void usage(FILE *f)
             "  --show-preset  print the resolved options and exit\n"
             "  --cc CC        C compiler command (default: $CC, else cc)\n"
             "  --target c|cuda|cuda-emu   backend (default c; see 'contra compile --help')\n"
+            "  --tf32         CUDA: GEMMs may use TF32 tensor cores (10-bit mantissa inputs)\n"
             "  -o, --output TRAINER_DIR  written atomically: a failed compile leaves\n"
             "                 nothing behind and keeps an existing folder\n"
             "  -q, --quiet    print nothing on success\n"
@@ -343,7 +344,7 @@ int cmd_compile_method(int argc, char **argv)
         }
     }
     static const char *const flags[] = {"--symmetric", "--shuffle-bn", "--no-shuffle-bn", "--labels", "--no-labels",
-                                        "--no-momentum", "--show-preset", "-q", "--quiet", NULL};
+                                        "--no-momentum", "--show-preset", "-q", "--quiet", "--tf32", NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool is_flag = false;
@@ -356,6 +357,7 @@ int cmd_compile_method(int argc, char **argv)
             else if (!strcmp(a, "--no-labels")) o.use_labels = false;
             else if (!strcmp(a, "--no-momentum")) o.use_momentum = false;
             else if (!strcmp(a, "--show-preset")) show = true;
+            else if (!strcmp(a, "--tf32")) copt.tf32 = true;
             else copt.verbose = false;
             continue;
         }

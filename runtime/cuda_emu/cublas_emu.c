@@ -50,6 +50,17 @@ cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
   handle->stream = stream;
   return CUBLAS_STATUS_SUCCESS;
 }
+/* The workspace must be device memory of at least the size given (or NULL with size 0); the emulator
+ * needs none, but checks it as cuBLAS would need it. */
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void *workspace, size_t size) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (size && (!workspace || !ct_emu_device_range_ok(workspace, size))) {
+    ct_emu_report("cublasSetWorkspace: %p (%zu bytes) is not device memory", workspace, size);
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   if (mode != CUBLAS_DEFAULT_MATH && mode != CUBLAS_TENSOR_OP_MATH && mode != CUBLAS_PEDANTIC_MATH &&

@@ -14,6 +14,7 @@
 
 #include "c_fuse_emit.h"
 #include "c_fused.h"
+#include "c_gemm_lib.h" /* ct_gemm_lib: codegen/c_gemm_lib.c as a string (codegen/meson.build) */
 #include "emit.h"
 #include "fuse.h"
 #include "program.h"
@@ -34,6 +35,7 @@ typedef struct {
     int n_errors;
     int n_kernels;
     bool uses_train_lib; /* a training op needs the shared kernels (c_train_lib.inc) */
+    bool uses_gemm_lib;  /* a convolution runs on the GEMM engine (c_gemm_lib.c) */
     bool *flat;          /* per value id: placed by place_flat (a flat buffer of a fused node) */
     /* the kernel being emitted */
     const ct_node *node;
@@ -1180,56 +1182,32 @@ static void emit_matmul(cg *c, const ct_node *n)
     kernel_close(c);
 }
 
-/* How a Conv is lowered. */
-typedef enum {
-    CONV_DEPTHWISE, /* one input channel per group: a direct loop */
-    CONV_POINTWISE, /* 1x1, stride 1, no padding: GEMM on the input as is, per image */
-    CONV_IM2COL,    /* im2col per image into scratch, then GEMM */
-    CONV_BATCHED,   /* small images: im2col of the whole batch, one wide GEMM, then scatter */
-} conv_kind;
+#define CONV_GRAD_MAX_FLOATS (1 << 23) /* scratch budget of the batched convolution gradients */
 
-#define CONV_BATCHED_MIN_HW_SINGLE 4096 /* images with this many output pixels get a GEMM each */
-#define CONV_BATCHED_MAX_FLOATS (1 << 23) /* scratch budget of a batched Conv */
-#define CONV_GRAD_MAX_FLOATS (1 << 23)    /* scratch budget of the batched convolution gradients */
-
-static conv_kind conv_lowering(const win2d *w, int64_t group, int64_t *scratch_floats, int64_t *nb)
+/* A blocking constant of the GEMM engine, read from its source (c_gemm_lib.c), the one place it is set. */
+static int64_t gemm_define(const char *name)
 {
-    int64_t cg_ = w->C / group, mg = w->OC / group, ohw = w->OH * w->OW, k = cg_ * w->kh * w->kw;
-    bool pointwise = w->kh == 1 && w->kw == 1 && w->sh == 1 && w->sw == 1 && !w->pt && !w->pl && !w->pb && !w->pr;
-    *scratch_floats = 0;
-    *nb = 1;
-    if (cg_ == 1 && group == w->C) return CONV_DEPTHWISE;
-    /* images per GEMM: as many as the scratch budget holds (one GEMM per chunk of the batch) */
-    int64_t per_image = (k + mg) * ohw, b = per_image > 0 ? CONV_BATCHED_MAX_FLOATS / per_image : w->N;
-    if (b > w->N) b = w->N;
-    if (b > 1 && ohw < CONV_BATCHED_MIN_HW_SINGLE) {
-        *nb = b;
-        *scratch_floats = per_image * b;
-        return CONV_BATCHED;
-    }
-    if (pointwise) return CONV_POINTWISE;
-    *scratch_floats = k * ohw;
-    return CONV_IM2COL;
+    char key[64];
+    snprintf(key, sizeof key, "#define %s ", name);
+    const char *p = strstr(ct_gemm_lib, key);
+    CT_ASSERT(p != NULL);
+    return strtoll(p + strlen(key), NULL, 10);
 }
 
-/* The im2col loop body for row r (input channel ci, tap kh, kw) of image xg into dst row. */
-static void emit_im2col_row(ct_emitter *e, const win2d *w)
+/* Packed-A floats of the GEMM engine (ct_gemm_a_floats in c_gemm_lib.c: CT_MR-row panels). */
+static int64_t gemm_a_floats(int64_t M, int64_t K)
 {
-    ct_emit_line(e, "const int64_t ci = r / %lld, kh = (r / %lld) %% %lld, kw = r %% %lld;", (long long)(w->kh * w->kw),
-                 (long long)w->kw, (long long)w->kh, (long long)w->kw);
-    ct_emit_for(e, "oh", "%lld", (long long)w->OH);
-    ct_emit_line(e, "const int64_t ih = oh * %lld - %lld + kh * %lld;", (long long)w->sh, (long long)w->pt, (long long)w->dh);
-    ct_emit_line(e, "float *dst = row + oh * %lld;", (long long)w->OW);
-    ct_emit_open(e, "if (ih < 0 || ih >= %lld)", (long long)w->H);
-    ct_emit_line(e, "memset(dst, 0, %lld);", (long long)(w->OW * 4));
-    ct_emit_line(e, "continue;");
-    ct_emit_close(e);
-    ct_emit_line(e, "const float *src = xg + (ci * %lld + ih) * %lld;", (long long)w->H, (long long)w->W);
-    ct_emit_for(e, "ow", "%lld", (long long)w->OW);
-    ct_emit_line(e, "const int64_t iw = ow * %lld - %lld + kw * %lld;", (long long)w->sw, (long long)w->pl, (long long)w->dw);
-    ct_emit_line(e, "dst[ow] = (iw >= 0 && iw < %lld) ? src[iw] : 0.0f;", (long long)w->W);
-    ct_emit_close(e);
-    ct_emit_close(e);
+    const int64_t mr = gemm_define("CT_MR");
+    return (M + mr - 1) / mr * mr * K;
+}
+
+/* A ct_conv_geo initialiser (c_gemm_lib.c) for the generated code. */
+static void conv_geo_str(char *buf, size_t n, const int64_t *v /* N C H W M OH OW G kh kw sh sw ph pw dh dw */)
+{
+    snprintf(buf, n, "{%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld}",
+             (long long)v[0], (long long)v[1], (long long)v[2], (long long)v[3], (long long)v[4], (long long)v[5],
+             (long long)v[6], (long long)v[7], (long long)v[8], (long long)v[9], (long long)v[10], (long long)v[11],
+             (long long)v[12], (long long)v[13], (long long)v[14], (long long)v[15]);
 }
 
 static void emit_conv(cg *c, const ct_node *n)
@@ -1245,107 +1223,52 @@ static void emit_conv(cg *c, const ct_node *n)
     if (!window_geometry(c, n, ks, &w)) return;
     int64_t G = ct_node_attr_int(n, "group", 1);
     int64_t Cg = w.C / G, Mg = w.OC / G, OHW = w.OH * w.OW, K = Cg * w.kh * w.kw;
-    int64_t scratch = 0, nb = 1;
-    conv_kind kind = conv_lowering(&w, G, &scratch, &nb);
     ct_emitter *e = &c->k;
-    if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
-    kernel_open(c, n, scratch > 0);
-    if (kind == CONV_DEPTHWISE) {
-        /* depthwise: a direct loop per (image, output channel), tap by tap over
-         * whole output rows, each tap over the columns it reads in bounds */
-        ct_emit_pfor(e, "n", 2, w.N * w.OC * OHW * w.kh * w.kw < PAR_MIN, "%lld", (long long)w.N);
-        ct_emit_for(e, "m", "%lld", (long long)w.OC);
-        ct_emit_line(e, "const float *p = x0 + (n * %lld + m / %lld) * %lld;", (long long)w.C, (long long)Mg,
-                     (long long)(w.H * w.W));
-        ct_emit_line(e, "const float *k = x1 + m * %lld;", (long long)(w.kh * w.kw));
-        ct_emit_line(e, "float *q = y0 + (n * %lld + m) * %lld;", (long long)w.OC, (long long)OHW);
-        ct_emit_for(e, "oh", "%lld", (long long)w.OH);
-        ct_emit_line(e, "float *qr = q + oh * %lld;", (long long)w.OW);
-        ct_emit_for(e, "ow", "%lld", (long long)w.OW);
-        ct_emit_line(e, "qr[ow] = %s;", bias ? "x2[m]" : "0.0f");
-        ct_emit_close(e);
-        ct_emit_for(e, "kh", "%lld", (long long)w.kh);
-        ct_emit_line(e, "const int64_t ih = oh * %lld - %lld + kh * %lld;", (long long)w.sh, (long long)w.pt, (long long)w.dh);
-        ct_emit_line(e, "if (ih < 0 || ih >= %lld) continue;", (long long)w.H);
-        ct_emit_line(e, "const float *pr = p + ih * %lld;", (long long)w.W);
-        ct_emit_for(e, "kw", "%lld", (long long)w.kw);
-        ct_emit_line(e, "const float wv = k[kh * %lld + kw];", (long long)w.kw);
-        ct_emit_line(e, "const int64_t a = %lld - kw * %lld, b = %lld - kw * %lld;", (long long)w.pl, (long long)w.dw,
-                     (long long)(w.W - 1 + w.pl), (long long)w.dw);
-        ct_emit_line(e, "const int64_t lo = a <= 0 ? 0 : (a + %lld) / %lld;", (long long)(w.sw - 1), (long long)w.sw);
-        ct_emit_line(e, "int64_t hi = b < 0 ? 0 : b / %lld + 1;", (long long)w.sw);
-        ct_emit_line(e, "if (hi > %lld) hi = %lld;", (long long)w.OW, (long long)w.OW);
-        ct_emit_open(e, "for (int64_t ow = lo; ow < hi; ow++)");
-        ct_emit_line(e, "qr[ow] += pr[ow * %lld - a] * wv;", (long long)w.sw);
-        ct_emit_close(e);
-        ct_emit_close(e);
-        ct_emit_close(e);
-        ct_emit_close(e);
-        ct_emit_close(e);
-        ct_emit_close(e);
+    if (!(Cg == 1 && G == w.C)) {
+        /* an implicit GEMM per group over the whole batch (c_gemm_lib.c): im2col happens in the packing */
+        int64_t scratch = gemm_a_floats(Mg, K);
+        if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
+        c->uses_gemm_lib = true;
+        char geo[512];
+        const int64_t v[16] = {w.N, w.C, w.H, w.W, w.OC, w.OH, w.OW, G, w.kh, w.kw, w.sh, w.sw, w.pt, w.pl, w.dh, w.dw};
+        conv_geo_str(geo, sizeof geo, v);
+        kernel_open(c, n, true);
+        ct_emit_line(e, "static const ct_conv_geo g = %s;", geo);
+        ct_emit_line(e, "ct_conv_forward(&g, x0, x1, %s, y0, scratch);", bias ? "x2" : "0");
         kernel_close(c);
         return;
     }
-    if (kind == CONV_BATCHED) {
-        /* chunks of nb images: im2col of the chunk, one wide GEMM, then the columns scattered to NCHW */
-        int64_t NP = nb * OHW;
-        ct_emit_line(e, "float *col = scratch;        /* (%lld, %lld): im2col of a chunk of images */", (long long)K,
-                     (long long)NP);
-        ct_emit_line(e, "float *acc = scratch + %lld; /* (%lld, %lld): GEMM result */", (long long)(K * NP), (long long)Mg,
-                     (long long)NP);
-        ct_emit_open(e, "for (int64_t n0 = 0; n0 < %lld; n0 += %lld)", (long long)w.N, (long long)nb);
-        ct_emit_line(e, "const int64_t b = %lld - n0 < %lld ? %lld - n0 : %lld, P = b * %lld;", (long long)w.N,
-                     (long long)nb, (long long)w.N, (long long)nb, (long long)OHW);
-        ct_emit_for(e, "g", "%lld", (long long)G);
-        ct_emit_pfor(e, "r", 2, K * NP < PAR_MIN, "%lld", (long long)K);
-        ct_emit_open(e, "for (int64_t i = 0; i < b; i++)");
-        ct_emit_line(e, "const float *xg = x0 + ((n0 + i) * %lld + g * %lld) * %lld;", (long long)w.C, (long long)Cg,
-                     (long long)(w.H * w.W));
-        ct_emit_line(e, "float *row = col + r * P + i * %lld;", (long long)OHW);
-        emit_im2col_row(e, &w);
-        ct_emit_close(e);
-        ct_emit_close(e);
-        ct_emit_line(e, "cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, %lld, (int)P, %lld, 1.0f, x1 + g * %lld, %lld, col, (int)P, 0.0f, acc, (int)P);",
-                     (long long)Mg, (long long)K, (long long)(Mg * K), (long long)K);
-        ct_emit_pfor(e, "t", 1, w.N * Mg * OHW < PAR_MIN, "b * %lld", (long long)Mg);
-        ct_emit_line(e, "const int64_t i = t / %lld, m = t %% %lld;", (long long)Mg, (long long)Mg);
-        ct_emit_line(e, "const float *src = acc + m * P + i * %lld;", (long long)OHW);
-        ct_emit_line(e, "float *dst = y0 + ((n0 + i) * %lld + g * %lld + m) * %lld;", (long long)w.OC, (long long)Mg,
-                     (long long)OHW);
-        if (bias) ct_emit_line(e, "const float bv = x2[g * %lld + m];", (long long)Mg);
-        ct_emit_for(e, "j", "%lld", (long long)OHW);
-        ct_emit_line(e, bias ? "dst[j] = src[j] + bv;" : "dst[j] = src[j];");
-        ct_emit_close(e);
-        ct_emit_close(e);
-        ct_emit_close(e);
-        ct_emit_close(e);
-        kernel_close(c);
-        return;
-    }
-    bool pointwise = kind == CONV_POINTWISE;
-    ct_emit_for(e, "n", "%lld", (long long)w.N);
-    ct_emit_for(e, "g", "%lld", (long long)G);
-    ct_emit_line(e, "const float *xg = x0 + (n * %lld + g * %lld) * %lld;", (long long)w.C, (long long)Cg,
+    kernel_open(c, n, false);
+    /* depthwise: a direct loop per (image, output channel), tap by tap over
+     * whole output rows, each tap over the columns it reads in bounds */
+    ct_emit_pfor(e, "n", 2, w.N * w.OC * OHW * w.kh * w.kw < PAR_MIN, "%lld", (long long)w.N);
+    ct_emit_for(e, "m", "%lld", (long long)w.OC);
+    ct_emit_line(e, "const float *p = x0 + (n * %lld + m / %lld) * %lld;", (long long)w.C, (long long)Mg,
                  (long long)(w.H * w.W));
-    ct_emit_line(e, "float *yg = y0 + (n * %lld + g * %lld) * %lld;", (long long)w.OC, (long long)Mg, (long long)OHW);
-    if (!pointwise) {
-        ct_emit_line(e, "/* im2col: scratch (%lld, %lld) */", (long long)K, (long long)OHW);
-        ct_emit_pfor(e, "r", 1, K * OHW < PAR_MIN, "%lld", (long long)K);
-        ct_emit_line(e, "float *row = scratch + r * %lld;", (long long)OHW);
-        emit_im2col_row(e, &w);
-        ct_emit_close(e);
-    }
-    if (bias) {
-        ct_emit_pfor(e, "m", 1, Mg * OHW < PAR_MIN, "%lld", (long long)Mg);
-        ct_emit_line(e, "const float b = x2[g * %lld + m];", (long long)Mg);
-        ct_emit_for(e, "i", "%lld", (long long)OHW);
-        ct_emit_line(e, "yg[m * %lld + i] = b;", (long long)OHW);
-        ct_emit_close(e);
-        ct_emit_close(e);
-    }
-    ct_emit_line(e, "cblas_sgemm(CT_ROW_MAJOR, CT_NO_TRANS, CT_NO_TRANS, %lld, %lld, %lld, 1.0f, x1 + g * %lld, %lld, %s, %lld, %s, yg, %lld);",
-                 (long long)Mg, (long long)OHW, (long long)K, (long long)(Mg * K), (long long)K,
-                 pointwise ? "xg" : "scratch", (long long)OHW, bias ? "1.0f" : "0.0f", (long long)OHW);
+    ct_emit_line(e, "const float *k = x1 + m * %lld;", (long long)(w.kh * w.kw));
+    ct_emit_line(e, "float *q = y0 + (n * %lld + m) * %lld;", (long long)w.OC, (long long)OHW);
+    ct_emit_for(e, "oh", "%lld", (long long)w.OH);
+    ct_emit_line(e, "float *qr = q + oh * %lld;", (long long)w.OW);
+    ct_emit_for(e, "ow", "%lld", (long long)w.OW);
+    ct_emit_line(e, "qr[ow] = %s;", bias ? "x2[m]" : "0.0f");
+    ct_emit_close(e);
+    ct_emit_for(e, "kh", "%lld", (long long)w.kh);
+    ct_emit_line(e, "const int64_t ih = oh * %lld - %lld + kh * %lld;", (long long)w.sh, (long long)w.pt, (long long)w.dh);
+    ct_emit_line(e, "if (ih < 0 || ih >= %lld) continue;", (long long)w.H);
+    ct_emit_line(e, "const float *pr = p + ih * %lld;", (long long)w.W);
+    ct_emit_for(e, "kw", "%lld", (long long)w.kw);
+    ct_emit_line(e, "const float wv = k[kh * %lld + kw];", (long long)w.kw);
+    ct_emit_line(e, "const int64_t a = %lld - kw * %lld, b = %lld - kw * %lld;", (long long)w.pl, (long long)w.dw,
+                 (long long)(w.W - 1 + w.pl), (long long)w.dw);
+    ct_emit_line(e, "const int64_t lo = a <= 0 ? 0 : (a + %lld) / %lld;", (long long)(w.sw - 1), (long long)w.sw);
+    ct_emit_line(e, "int64_t hi = b < 0 ? 0 : b / %lld + 1;", (long long)w.sw);
+    ct_emit_line(e, "if (hi > %lld) hi = %lld;", (long long)w.OW, (long long)w.OW);
+    ct_emit_open(e, "for (int64_t ow = lo; ow < hi; ow++)");
+    ct_emit_line(e, "qr[ow] += pr[ow * %lld - a] * wv;", (long long)w.sw);
+    ct_emit_close(e);
+    ct_emit_close(e);
+    ct_emit_close(e);
+    ct_emit_close(e);
     ct_emit_close(e);
     ct_emit_close(e);
     kernel_close(c);
@@ -1559,6 +1482,47 @@ static void emit_train(cg *c, const ct_node *n)
         }
         int64_t Cg = xs->dims[1] / G, Mg = ys->dims[1] / G, K = Cg * geo[0] * geo[1], OHW = geo[2] * geo[3];
         bool depthwise = Cg == 1 && Mg == 1 && !geo[6];
+        int64_t sh_ = 1, sw_ = 1, dh_ = 1, dw_ = 1, ph_ = 0, pw_ = 0;
+        {
+            int cnt;
+            const int64_t *a = ct_node_attr_ints(n, "strides", &cnt);
+            if (a && cnt == xs->rank - 2) sh_ = cnt == 2 ? a[0] : 1, sw_ = a[cnt - 1];
+            a = ct_node_attr_ints(n, "dilations", &cnt);
+            if (a && cnt == xs->rank - 2) dh_ = cnt == 2 ? a[0] : 1, dw_ = a[cnt - 1];
+            a = ct_node_attr_ints(n, "pads", &cnt);
+            if (a && cnt == 2 * (xs->rank - 2)) ph_ = cnt == 4 ? a[0] : 0, pw_ = cnt == 4 ? a[1] : a[0];
+        }
+        if (wi && G == 1 && sh_ == 1 && sw_ == 1 && ph_ <= (geo[0] - 1) * dh_ && pw_ <= (geo[1] - 1) * dw_ &&
+            pend[0] <= (geo[0] - 1) * dh_ && pend[1] <= (geo[1] - 1) * dw_) {
+            /* stride 1: dX is the convolution of dY with the flipped kernel, on the GEMM engine */
+            int64_t scratch = gemm_a_floats(xs->dims[1], ys->dims[1] * geo[0] * geo[1]);
+            if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
+            c->uses_gemm_lib = true;
+            char gs[512];
+            const int64_t v[16] = {xs->dims[0], xs->dims[1], geo[4], geo[5], ys->dims[1], geo[2], geo[3], 1,
+                                   geo[0], geo[1], 1, 1, ph_, pw_, dh_, dw_};
+            conv_geo_str(gs, sizeof gs, v);
+            kernel_open(c, n, true);
+            ct_emit_line(e, "static const ct_conv_geo g = %s;", gs);
+            ct_emit_line(e, "ct_conv_grad_input_direct(&g, x0, x1, y0, scratch);");
+            kernel_close(c);
+            return;
+        }
+        if (!wi && !depthwise) {
+            /* a GEMM over the pixels on the engine: dY packed as A, the transposed im2col gathered as B */
+            int64_t scratch = gemm_a_floats(Mg, gemm_define("CT_KCW"));
+            if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
+            c->uses_gemm_lib = true;
+            char gs[512];
+            const int64_t v[16] = {xs->dims[0], xs->dims[1], geo[4], geo[5], ys->dims[1], geo[2], geo[3], G,
+                                   geo[0], geo[1], sh_, sw_, ph_, pw_, dh_, dw_};
+            conv_geo_str(gs, sizeof gs, v);
+            kernel_open(c, n, true);
+            ct_emit_line(e, "static const ct_conv_geo g = %s;", gs);
+            ct_emit_line(e, "ct_conv_grad_weight_gemm(&g, x0, x1, y0, scratch);");
+            kernel_close(c);
+            return;
+        }
         /* nb images per GEMM: dY and the im2col of nb images, (Mg + K) x nb*OHW floats of scratch */
         int64_t N = xs->dims[0], per_image = (Mg + K) * OHW, nb = per_image > 0 ? CONV_GRAD_MAX_FLOATS / per_image : N;
         if (nb < 1) nb = 1;
@@ -2062,6 +2026,7 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     ct_emit_raw(&top, "%s", prologue);
     ct_emit_raw(&top, "static double ct_prof_s[%d];\nstatic const char *const ct_prof_names[] = {\n%.*s    0\n};\n",
                 n_prof ? n_prof : 1, (int)prof.len, prof.buf ? prof.buf : "");
+    if (c.uses_gemm_lib) ct_emit_raw(&top, "%s", ct_gemm_lib);
     if (c.uses_train_lib) ct_emit_raw(&top, "%s", train_lib);
     ct_emit_raw(&top, "%.*s", (int)c.k.len, c.k.buf ? c.k.buf : "");
     ct_emit_raw(&top, "\nstatic void forward(void *arena, void *persist)\n{\n");

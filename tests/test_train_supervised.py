@@ -85,6 +85,18 @@ def _torch_model(path, init, name="cifar_resnet18"):
 # (model, input size): torchvision resnet18 and mobilenet_v2 at a small input
 # size; their ImageNet heads (1000 logits) feed the new Linear head.
 #
+# At batch 4 these trajectories are also sensitive to rounding in a discrete
+# way: some ReLU inputs lie within 1e-7 of zero (measured: 8.7e-8 in the CIFAR
+# ResNet-18's layer1 at step 2), and a sign flipped by float32 rounding changes
+# the next gradients by percents (uniform noise of 1e-7 of the largest value
+# added to every convolution output of the float64 run moves step 2's
+# gradients by 1%). So the bound also admits twice the distance of such a
+# noisy float64 run (the worst of three draws of noise within +-5e-7 of each
+# convolution's largest output: the size of a float32 convolution's own
+# rounding error, measured 1e-7..5e-7 in tests/c/test_gemm_lib.c), i.e. what
+# float32 rounding itself does to the trajectory; a wrong kernel lands orders
+# of magnitude beyond it.
+#
 # The reference is PyTorch in float64, the exact trajectory: at batch 4 these
 # BatchNorm nets are badly conditioned, and PyTorch's own float32 is far from
 # it on some CPUs (measured on an AMD EPYC with Debian's torch 1.13: CIFAR
@@ -97,15 +109,25 @@ def _torch_model(path, init, name="cifar_resnet18"):
 MODELS = [("cifar_resnet18", 32), ("resnet18", 64), ("mobilenet_v2", 64)]
 
 
-def _torch_steps(path, init, name, opt, lr, x, y, dtype):
+def _torch_steps(path, init, name, opt, lr, x, y, dtype, noise=0.0, seed=0):
     """3 steps of PyTorch from init in dtype: losses, parameters, running
-    statistics and optimizer slots (as float64 arrays, keyed like the trainer's)."""
+    statistics and optimizer slots (as float64 arrays, keyed like the trainer's)
+    and the gradients of each step. noise > 0: every convolution's output gets
+    uniform noise of noise * its largest magnitude, float32 rounding's size."""
     import torch
     torch.manual_seed(0)
     torch.set_num_threads(2)
     enc, head = _torch_model(path, init, name)
     model = torch.nn.Sequential(enc, head).to(dtype)
     model.train()
+    if noise:
+        gen = torch.Generator().manual_seed(seed)
+
+        def perturb(mod, inp, out):
+            return out + noise * out.detach().abs().max() * (torch.rand(out.shape, generator=gen, dtype=out.dtype) - 0.5)
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.register_forward_hook(perturb)
     params = list(model.parameters())
     if opt == "sgd":
         o = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
@@ -173,18 +195,22 @@ def test_three_steps_match_pytorch(run_contra, tmp_path, name, size, opt):
 
     ref_losses, ref_p, ref_b, ref_s, ref_g = _torch_steps(path, init, name, opt, lr, x, y, torch.float64)
     t32_losses, t32_p, t32_b, t32_s, t32_g = _torch_steps(path, init, name, opt, lr, x, y, torch.float32)
+    noisy = [_torch_steps(path, init, name, opt, lr, x, y, torch.float64, noise=1e-6, seed=k) for k in range(3)]
     assert set(ref_p) <= set(after), sorted(set(ref_p) - set(after))
     moved = min(_rel(v, init[k]) for k, v in ref_p.items() if k in init)
     assert moved > 0
     print(f"{name} {opt}: losses {losses}, float64 {ref_losses}, float32 {t32_losses}; smallest move {moved:.3g}")
-    for a, b, t in zip(losses, ref_losses, t32_losses):
-        assert abs(a - b) <= max(1e-4, abs(t - b) / abs(b)) * abs(b), (losses, ref_losses, t32_losses)
-    for what, ref, t32, tol in (("parameter", ref_p, t32_p, 1e-4), ("running statistic", ref_b, t32_b, 1e-4),
-                                ("optimizer slot", ref_s, t32_s, 1e-3)):
+    for i, (a, b, t) in enumerate(zip(losses, ref_losses, t32_losses)):
+        nz = max(abs(n[0][i] - b) for n in noisy)
+        assert abs(a - b) <= max(1e-4 * abs(b), abs(t - b), 2 * nz), (losses, ref_losses, t32_losses)
+    for j, (what, ref, t32, tol) in enumerate((("parameter", ref_p, t32_p, 1e-4),
+                                                ("running statistic", ref_b, t32_b, 1e-4),
+                                                ("optimizer slot", ref_s, t32_s, 1e-3))):
         worst, bound = _worst(after, ref), _worst(t32, ref)
+        nz = max(_worst(n[1 + j], ref) for n in noisy)
         print(f"{name} {opt}: worst {what} vs float64 {worst[0]:.3g} ({worst[1]}); "
-              f"PyTorch float32 {bound[0]:.3g} ({bound[1]})")
-        assert worst[0] <= max(tol, bound[0]), (what, worst, "PyTorch float32:", bound)
+              f"PyTorch float32 {bound[0]:.3g} ({bound[1]}); float64 with noise {nz[0]:.3g} ({nz[1]})")
+        assert worst[0] <= max(tol, bound[0], 2 * nz[0]), (what, worst, "PyTorch float32:", bound, "noisy:", nz)
     if opt == "adamw":
         assert int(after["optim/step"]) == 3
         return
@@ -205,11 +231,15 @@ def test_three_steps_match_pytorch(run_contra, tmp_path, name, size, opt):
         # relative to the largest gradient of the step (a BatchNorm bias gradient that is ~0 in exact
         # arithmetic is rounding noise in any float32 implementation)
         scale = max(float(np.max(np.abs(v))) for v in ref_g[s].values())
-        worst = max((float(np.max(np.abs(got[k] - v))) / scale, k) for k, v in ref_g[s].items())
-        bound = max((float(np.max(np.abs(t32_g[s][k] - v))) / scale, k) for k, v in ref_g[s].items())
+
+        def dist(g):
+            return max((float(np.max(np.abs(g[k] - v))) / scale, k) for k, v in ref_g[s].items())
+        worst, bound, nz = dist(got), dist(t32_g[s]), max(dist(n[4][s]) for n in noisy)
         print(f"{name} sgd: step {s + 1}: worst gradient vs float64 {worst[0]:.3g} ({worst[1]}); "
-              f"PyTorch float32 {bound[0]:.3g} ({bound[1]})")
-        assert worst[0] <= max(1e-3, bound[0]), (s + 1, worst, "PyTorch float32:", bound)
+              f"PyTorch float32 {bound[0]:.3g} ({bound[1]}); float64 with noise {nz[0]:.3g} ({nz[1]})")
+        # step 1 starts from the same state on both sides: no trajectory to amplify rounding, the issue's 1e-3
+        allowed = max(1e-3, bound[0]) if s == 0 else max(1e-3, bound[0], 2 * nz[0])
+        assert worst[0] <= allowed, (s + 1, worst, "PyTorch float32:", bound, "noisy:", nz)
 
 
 def test_frozen_encoder_changes_only_the_head(run_contra, tmp_path, cifar_bn, data):

@@ -1,0 +1,90 @@
+/* conv_runner.c — GFLOP/s of the generated programs' GEMM engine
+ * (codegen/c_gemm_lib.c, included as C) on convolution layers, forward and
+ * backward, beside OpenBLAS sgemm on a large square product in the same
+ * process: the machine's GEMM bar. Driven by bench/conv.py.
+ *
+ *   conv_runner sgemm N REPS
+ *   conv_runner conv fwd|dx|dw N C H W M k s p REPS
+ *
+ * Prints one JSON object: the best (minimum) seconds over REPS runs and the
+ * GFLOP/s (a multiply-add counts as 2). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "c_gemm_lib.c"
+
+void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static float *buf(int64_t n)
+{
+    float *p = aligned_alloc(64, ((size_t)n * sizeof(float) + 63) / 64 * 64);
+    if (!p) {
+        fprintf(stderr, "conv_runner: out of memory\n");
+        exit(1);
+    }
+    for (int64_t i = 0; i < n; i++) p[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 4 && !strcmp(argv[1], "sgemm")) {
+        const int n = atoi(argv[2]), reps = atoi(argv[3]);
+        float *a = buf((int64_t)n * n), *b = buf((int64_t)n * n), *c = buf((int64_t)n * n);
+        double best = 1e30;
+        for (int r = 0; r <= reps; r++) { /* the first run warms up */
+            double t = now_s();
+            cblas_sgemm(101, 111, 111, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+            t = now_s() - t;
+            if (r && t < best) best = t;
+        }
+        printf("{\"seconds\": %.6f, \"gflops\": %.2f}\n", best, 2.0 * n * n * (double)n / best / 1e9);
+        return 0;
+    }
+    if (argc < 12 || strcmp(argv[1], "conv")) {
+        fprintf(stderr, "usage: conv_runner sgemm N REPS | conv fwd|dx|dw N C H W M k s p REPS\n");
+        return 2;
+    }
+    const char *what = argv[2];
+    ct_conv_geo g = {.N = atoll(argv[3]), .C = atoll(argv[4]), .H = atoll(argv[5]), .W = atoll(argv[6]),
+                     .M = atoll(argv[7]), .G = 1, .kh = atoll(argv[8]), .kw = atoll(argv[8]), .sh = atoll(argv[9]),
+                     .sw = atoll(argv[9]), .ph = atoll(argv[10]), .pw = atoll(argv[10]), .dh = 1, .dw = 1};
+    const int reps = atoi(argv[11]);
+    g.OH = (g.H + 2 * g.ph - g.kh) / g.sh + 1;
+    g.OW = (g.W + 2 * g.pw - g.kw) / g.sw + 1;
+    const int64_t K = g.C * g.kh * g.kw;
+    float *x = buf(g.N * g.C * g.H * g.W), *w = buf(g.M * K), *y = buf(g.N * g.M * g.OH * g.OW);
+    int64_t scratch = ct_gemm_a_floats(g.M > g.C ? g.M : g.C, g.M * g.kh * g.kw > K ? g.M * g.kh * g.kw : K);
+    if (scratch < ct_gemm_a_floats(g.M, CT_KCW)) scratch = ct_gemm_a_floats(g.M, CT_KCW);
+    float *ap = buf(scratch);
+    if (!strcmp(what, "dx") && !ct_conv_grad_input_is_conv(&g, g.ph, g.pw)) {
+        printf("{\"error\": \"dX of a strided convolution does not run on the engine\"}\n");
+        return 0;
+    }
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) {
+        double t = now_s();
+        if (!strcmp(what, "fwd")) ct_conv_forward(&g, x, w, NULL, y, ap);
+        else if (!strcmp(what, "dx")) ct_conv_grad_input_direct(&g, y, w, x, ap);
+        else ct_conv_grad_weight_gemm(&g, y, x, w, ap);
+        t = now_s() - t;
+        if (r && t < best) best = t;
+    }
+    const double flops = 2.0 * (double)g.N * (double)g.M * (double)(g.OH * g.OW) * (double)K;
+    printf("{\"seconds\": %.6f, \"gflops\": %.2f}\n", best, flops / best / 1e9);
+    return 0;
+}

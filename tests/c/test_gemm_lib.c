@@ -1,0 +1,197 @@
+/* test_gemm_lib.c — codegen/c_gemm_lib.c (the GEMM engine pasted into
+ * generated C programs) against naive double-precision loops: plain GEMMs of
+ * awkward sizes (edge tiles in every direction, several K blocks, bias,
+ * accumulation) and convolutions as implicit GEMMs (strides, padding,
+ * dilation, groups, 1x1, images whose pixel count is or is not a multiple of
+ * 16), the input gradient of stride-1 convolutions computed as a
+ * convolution of dY, and the weight gradient as a GEMM over the pixels. Prints one line per case and "N passed, N failed". */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "c_gemm_lib.c"
+
+static int n_pass, n_fail;
+
+static float frand(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*s >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+}
+
+/* 64-byte aligned floats, as generated programs place their scratch */
+static float *alloc64(int64_t n) { return aligned_alloc(64, (sizeof(float) * (size_t)n + 63) / 64 * 64); }
+
+static float *rand_buf(int64_t n, uint64_t seed)
+{
+    float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) p[i] = frand(&seed);
+    return p;
+}
+
+/* max |got - ref| / max(max |ref|, 1e-30) */
+static void check(const char *what, const float *got, const double *ref, int64_t n, double tol)
+{
+    double err = 0, scale = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - ref[i]);
+        if (!(e <= err)) err = e; /* NaN propagates */
+        if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+    }
+    int ok = err / scale <= tol;
+    printf("%s %s: relative error %.3g\n", ok ? "ok  " : "FAIL", what, err / scale);
+    ok ? n_pass++ : n_fail++;
+}
+
+static void test_gemm(int64_t M, int64_t N, int64_t K, int trans_a, int accumulate, int with_bias)
+{
+    float *a = rand_buf(M * K, 1 + M), *b = rand_buf(K * N, 2 + N), *c = rand_buf(M * N, 3 + K);
+    float *bias = with_bias ? rand_buf(M, 4) : NULL;
+    double *ref = malloc(sizeof(double) * (size_t)(M * N));
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = accumulate ? c[m * N + j] : (bias ? bias[m] : 0.0);
+            for (int64_t k = 0; k < K; k++) s += (double)(trans_a ? a[k * M + m] : a[m * K + k]) * b[k * N + j];
+            ref[m * N + j] = s;
+        }
+    float *ap = alloc64(ct_gemm_a_floats(M, K));
+    ct_gemm_pack_a(a, trans_a ? M : K, trans_a, M, K, ap);
+    ct_bpack bp = {.pack = ct_bpack_plain, .src = b, .ld = N, .N = N};
+    ct_cmap cm = {.c = c, .ldc = N, .img = 0, .ohw = N};
+    ct_gemm_run(M, N, K, ap, &bp, &cm, accumulate, bias);
+    char what[128];
+    snprintf(what, sizeof what, "gemm M%lld N%lld K%lld%s%s%s", (long long)M, (long long)N, (long long)K,
+             trans_a ? " A^T" : "", accumulate ? " +C" : "", bias ? " +bias" : "");
+    check(what, c, ref, M * N, 2e-6);
+    free(a), free(b), free(c), free(bias), free(ref), free(ap);
+}
+
+static void ref_conv(const ct_conv_geo *g, const float *x, const float *w, const float *bias, double *y)
+{
+    const int64_t Cg = g->C / g->G, Mg = g->M / g->G;
+    for (int64_t n = 0; n < g->N; n++)
+        for (int64_t m = 0; m < g->M; m++)
+            for (int64_t oh = 0; oh < g->OH; oh++)
+                for (int64_t ow = 0; ow < g->OW; ow++) {
+                    double s = bias ? bias[m] : 0.0;
+                    const int64_t gi = m / Mg;
+                    for (int64_t c = 0; c < Cg; c++)
+                        for (int64_t i = 0; i < g->kh; i++)
+                            for (int64_t j = 0; j < g->kw; j++) {
+                                int64_t ih = oh * g->sh - g->ph + i * g->dh, iw = ow * g->sw - g->pw + j * g->dw;
+                                if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) continue;
+                                s += (double)x[((n * g->C + gi * Cg + c) * g->H + ih) * g->W + iw] *
+                                     w[((m * Cg + c) * g->kh + i) * g->kw + j];
+                            }
+                    y[((n * g->M + m) * g->OH + oh) * g->OW + ow] = s;
+                }
+}
+
+static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int64_t k, int64_t s, int64_t p,
+                      int64_t d, int64_t G, int with_bias)
+{
+    ct_conv_geo g = {.N = N, .C = C, .H = H, .W = W, .M = M, .G = G, .kh = k, .kw = k, .sh = s, .sw = s, .ph = p,
+                     .pw = p, .dh = d, .dw = d};
+    g.OH = (H + 2 * p - d * (k - 1) - 1) / s + 1;
+    g.OW = (W + 2 * p - d * (k - 1) - 1) / s + 1;
+    const int64_t Cg = C / G, Mg = M / G, K = Cg * k * k, ny = N * M * g.OH * g.OW;
+    float *x = rand_buf(N * C * H * W, 11 + C), *w = rand_buf(M * K, 12 + M), *bias = with_bias ? rand_buf(M, 13) : 0;
+    float *y = malloc(sizeof(float) * (size_t)ny);
+    double *ref = malloc(sizeof(double) * (size_t)ny);
+    ref_conv(&g, x, w, bias, ref);
+    float *ap = alloc64(ct_gemm_a_floats(Mg, K));
+    ct_conv_forward(&g, x, w, bias, y, ap);
+    char what[160];
+    snprintf(what, sizeof what, "conv N%lld C%lld %lldx%lld M%lld k%lld s%lld p%lld d%lld g%lld%s", (long long)N,
+             (long long)C, (long long)H, (long long)W, (long long)M, (long long)k, (long long)s, (long long)p,
+             (long long)d, (long long)G, bias ? " +bias" : "");
+    check(what, y, ref, ny, 2e-6);
+    /* the input gradient of a stride-1 convolution as a convolution of dY */
+    if (ct_conv_grad_input_is_conv(&g, p, p)) {
+        const int64_t nx = N * C * H * W;
+        float *dy = rand_buf(ny, 14), *dx = malloc(sizeof(float) * (size_t)nx);
+        double *rdx = calloc((size_t)nx, sizeof(double));
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t oh = 0; oh < g.OH; oh++)
+                    for (int64_t ow = 0; ow < g.OW; ow++) {
+                        const double v = dy[((n * M + m) * g.OH + oh) * g.OW + ow];
+                        for (int64_t c = 0; c < C; c++)
+                            for (int64_t i = 0; i < k; i++)
+                                for (int64_t j = 0; j < k; j++) {
+                                    int64_t ih = oh - p + i * d, iw = ow - p + j * d;
+                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                    rdx[((n * C + c) * H + ih) * W + iw] += v * w[((m * C + c) * k + i) * k + j];
+                                }
+                    }
+        float *ap2 = alloc64(ct_gemm_a_floats(C, M * k * k));
+        ct_conv_grad_input_direct(&g, dy, w, dx, ap2);
+        char w2[200];
+        snprintf(w2, sizeof w2, "dX of %s", what);
+        check(w2, dx, rdx, nx, 2e-6);
+        free(dy), free(dx), free(rdx), free(ap2);
+    }
+    /* the weight gradient: dW = sum over the batch of dY im2col(X)^T */
+    {
+        float *dy = rand_buf(ny, 15), *dw = rand_buf(M * K, 16);
+        double *rdw = calloc((size_t)(M * K), sizeof(double));
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t oh = 0; oh < g.OH; oh++)
+                    for (int64_t ow = 0; ow < g.OW; ow++) {
+                        const double v = dy[((n * M + m) * g.OH + oh) * g.OW + ow];
+                        const int64_t gi = m / Mg;
+                        for (int64_t c = 0; c < Cg; c++)
+                            for (int64_t i = 0; i < k; i++)
+                                for (int64_t j = 0; j < k; j++) {
+                                    int64_t ih = oh * s - p + i * d, iw = ow * s - p + j * d;
+                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                    rdw[((m * Cg + c) * k + i) * k + j] +=
+                                        v * x[((n * C + gi * Cg + c) * H + ih) * W + iw];
+                                }
+                    }
+        float *ab = alloc64(ct_gemm_a_floats(Mg, CT_KCW));
+        ct_conv_grad_weight_gemm(&g, dy, x, dw, ab);
+        char w3[200];
+        snprintf(w3, sizeof w3, "dW of %s", what);
+        check(w3, dw, rdw, M * K, 2e-6);
+        free(dy), free(dw), free(rdw), free(ab);
+    }
+    free(x), free(w), free(bias), free(y), free(ref), free(ap);
+}
+
+int main(void)
+{
+    for (int threads = 1; threads <= 2; threads++) {
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        printf("-- %d thread(s)\n", threads);
+        test_gemm(1, 1, 1, 0, 0, 0);
+        test_gemm(8, 32, 192, 0, 0, 0);
+        test_gemm(13, 45, 7, 0, 0, 1);
+        test_gemm(64, 1000, 577, 0, 1, 0);
+        test_gemm(33, 2049, 400, 1, 0, 1);
+        test_gemm(130, 70, 1000, 1, 1, 0);
+        test_conv(2, 3, 32, 32, 64, 3, 1, 1, 1, 1, 0);   /* a CIFAR stem */
+        test_conv(3, 16, 16, 16, 24, 3, 1, 1, 1, 1, 1);  /* 256 pixels: runs of 16 */
+        test_conv(5, 32, 8, 8, 40, 3, 1, 1, 1, 1, 0);    /* 64 pixels, rows of 8: gathered */
+        test_conv(7, 64, 4, 4, 72, 3, 1, 1, 1, 1, 0);    /* 16 pixels per image */
+        test_conv(3, 8, 7, 7, 16, 3, 1, 1, 1, 1, 1);     /* 49 pixels: tiles across images */
+        test_conv(2, 16, 33, 35, 8, 3, 2, 1, 1, 1, 0);   /* stride 2, odd sizes */
+        test_conv(2, 16, 32, 32, 32, 1, 2, 0, 1, 1, 0);  /* 1x1 stride 2 (a downsample) */
+        test_conv(2, 24, 20, 20, 16, 1, 1, 0, 1, 1, 1);  /* 1x1 */
+        test_conv(2, 8, 40, 40, 8, 5, 1, 2, 1, 1, 0);    /* 5x5: masked runs at both borders */
+        test_conv(2, 8, 24, 24, 8, 3, 1, 2, 2, 1, 0);    /* dilation 2 */
+        test_conv(2, 12, 18, 18, 18, 3, 1, 1, 1, 3, 1);  /* 3 groups */
+        test_conv(1, 4, 70, 70, 4, 7, 2, 3, 1, 1, 0);    /* an ImageNet-like stem */
+        test_conv(2, 4, 21, 40, 4, 3, 1, 0, 1, 1, 0);    /* no padding, wide rows */
+    }
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail != 0;
+}

@@ -45,6 +45,8 @@ static void usage(FILE *f)
             "  --threads T           threads for the program's loops and BLAS\n"
             "  --repeat R            run R more times after the first and print the mean\n"
             "                        time of one run to stderr\n"
+            "  --profile N           with --repeat: time every node of those runs and print\n"
+            "                        the N slowest to stderr\n"
             "  --cc CC               C compiler (default: $CC, else cc)\n"
             "  -h, --help            show this help\n"
             "\n"
@@ -225,7 +227,7 @@ int cmd_run(int argc, char **argv)
 {
     const char *model = NULL;
     binding ins[MAX_BIND], outs[MAX_BIND];
-    int n_in = 0, n_out = 0, threads = 0, repeat = 0, rc = 1;
+    int n_in = 0, n_out = 0, threads = 0, repeat = 0, profile = 0, rc = 1;
     cli_compile_options opt = {0};
     ct_rt_program *prog = NULL;
     ct_npy arrays[MAX_BIND];
@@ -242,7 +244,8 @@ int cmd_run(int argc, char **argv)
         } else if (!strcmp(a, "--output") && i + 1 < argc) {
             if (n_out == MAX_BIND) { fprintf(stderr, "contra run: too many --output\n"); return 2; }
             parse_bind(argv[++i], &outs[n_out++]);
-        } else if ((!strcmp(a, "--batch") || !strcmp(a, "--threads") || !strcmp(a, "--repeat")) && i + 1 < argc) {
+        } else if ((!strcmp(a, "--batch") || !strcmp(a, "--threads") || !strcmp(a, "--repeat") ||
+                    !strcmp(a, "--profile")) && i + 1 < argc) {
             char *end;
             long long v = strtoll(argv[++i], &end, 10);
             if (*end || v <= 0 || v > (1 << 20)) {
@@ -251,6 +254,7 @@ int cmd_run(int argc, char **argv)
             }
             if (!strcmp(a, "--batch")) opt.batch = v;
             else if (!strcmp(a, "--repeat")) repeat = (int)v;
+            else if (!strcmp(a, "--profile")) profile = (int)v;
             else threads = (int)v;
         } else if (!strcmp(a, "--cc") && i + 1 < argc) opt.cc = argv[++i];
         else if (a[0] == '-' && a[1]) {
@@ -357,6 +361,7 @@ int cmd_run(int argc, char **argv)
     st = ct_rt_program_run(prog);
     if (st) goto fail;
     if (repeat) {
+        bool profiling = profile > 0 && ct_rt_program_profile_start(prog);
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (int r = 0; r < repeat && !st; r++) st = ct_rt_program_run(prog);
@@ -365,6 +370,7 @@ int cmd_run(int argc, char **argv)
         double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
         fprintf(stderr, "contra run: %.3f ms per run (mean of %d, batch %lld)\n", 1e3 * sec / repeat, repeat,
                 (long long)d->batch);
+        if (profiling) ct_rt_program_profile_report(prog, stderr, repeat, profile);
     }
     for (int i = 0; i < n_out; i++) {
         int t = d->outputs[out_index[i]];

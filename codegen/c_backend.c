@@ -1210,6 +1210,15 @@ static void conv_geo_str(char *buf, size_t n, const int64_t *v /* N C H W M OH O
              (long long)v[12], (long long)v[13], (long long)v[14], (long long)v[15]);
 }
 
+/* A persistent tensor that no state update writes (the weights of an inference program). */
+static bool weights_fixed(const ct_graph *g, const ct_value *w)
+{
+    if (w->kind != CT_VALUE_PARAM && w->kind != CT_VALUE_CONST && w->kind != CT_VALUE_STATE) return false;
+    for (int i = 0; i < g->n_assigns; i++)
+        if (g->assigns[i].dst == w) return false;
+    return true;
+}
+
 static void emit_conv(cg *c, const ct_node *n)
 {
     const ct_value *x = n->in[0], *wt = n->in[1];
@@ -1226,15 +1235,28 @@ static void emit_conv(cg *c, const ct_node *n)
     ct_emitter *e = &c->k;
     if (!(Cg == 1 && G == w.C)) {
         /* an implicit GEMM per group over the whole batch (c_gemm_lib.c): im2col happens in the packing */
-        int64_t scratch = gemm_a_floats(Mg, K);
-        if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
+        int64_t packed = G * gemm_a_floats(Mg, K);
+        bool fixed = weights_fixed(c->g, wt);
+        if (!fixed && packed * 4 > c->scratch_bytes) c->scratch_bytes = packed * 4;
         c->uses_gemm_lib = true;
         char geo[512];
         const int64_t v[16] = {w.N, w.C, w.H, w.W, w.OC, w.OH, w.OW, G, w.kh, w.kw, w.sh, w.sw, w.pt, w.pl, w.dh, w.dw};
         conv_geo_str(geo, sizeof geo, v);
-        kernel_open(c, n, true);
+        kernel_open(c, n, !fixed);
         ct_emit_line(e, "static const ct_conv_geo g = %s;", geo);
-        ct_emit_line(e, "ct_conv_forward(&g, x0, x1, %s, y0, scratch);", bias ? "x2" : "0");
+        if (!fixed) {
+            ct_emit_line(e, "ct_conv_forward(&g, x0, x1, %s, y0, scratch);", bias ? "x2" : "0");
+        } else {
+            /* weights no step writes: packed once, again only after the runtime says the host wrote state */
+            ct_emit_line(e, "static float *packed;");
+            ct_emit_line(e, "static int64_t packed_gen = -1;");
+            ct_emit_open(e, "if (packed_gen != ct_state_gen)");
+            ct_emit_line(e, "if (!packed && !(packed = aligned_alloc(64, %lld))) abort();", (long long)(packed * 4));
+            ct_emit_line(e, "ct_conv_pack_weights(&g, x1, packed);");
+            ct_emit_line(e, "packed_gen = ct_state_gen;");
+            ct_emit_close(e);
+            ct_emit_line(e, "ct_conv_forward_packed(&g, x0, packed, %s, y0);", bias ? "x2" : "0");
+        }
         kernel_close(c);
         return;
     }
@@ -1929,6 +1951,11 @@ static const char prologue[] =
     "                 const float *b, int ldb, float beta, float *c, int ldc);\n"
     "void openblas_set_num_threads(int n);\n"
     "\n"
+    "#include <stdlib.h>\n"
+    "\n"
+    "/* Bumped by the runtime when the host writes parameters or state (ct_program.state_generation). */\n"
+    "static int64_t ct_state_gen;\n"
+    "\n"
     "/* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */\n"
     "#include <time.h>\n"
     "static int ct_prof_on;\n"
@@ -2067,7 +2094,7 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
                       "    .inputs = inputs,\n    .n_outputs = %d,\n    .outputs = outputs,\n    .arena_bytes = %lld,\n"
                       "    .persist_bytes = %lld,\n    .forward = forward,\n    .set_threads = set_threads,\n"
                       "    .n_profile = %d,\n    .profile_names = ct_prof_names,\n    .profile_seconds = ct_prof_s,\n"
-                      "    .profile_on = &ct_prof_on,\n};\n",
+                      "    .profile_on = &ct_prof_on,\n    .state_generation = &ct_state_gen,\n};\n",
                 (long long)(g->batch > 0 ? g->batch : 0), n_desc, g->n_inputs, g->n_outputs, (long long)arena_total,
                 (long long)c.persist_bytes, n_prof);
     free(desc_index);

@@ -240,12 +240,15 @@ static float *ct_gemm_thread_buf(int t)
 static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const ct_bpack *b, const ct_cmap *cm,
                         int accumulate, const float *bias)
 {
-    const int64_t npanels = (N + CT_NR - 1) / CT_NR;
-    int nt = 1;
+    const int64_t npanels = (N + CT_NR - 1) / CT_NR, mpanels = (M + CT_MR - 1) / CT_MR;
+    int nt = 1, by_rows = 0;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
     if (nt > CT_GEMM_MAX_THREADS) nt = CT_GEMM_MAX_THREADS;
-    if ((int64_t)nt > npanels) nt = (int)npanels;
+    /* few columns (a small batch) and many rows: the threads split the rows, so that each reads
+     * only its part of A (the weights, read from memory once per call) */
+    by_rows = npanels < 4 * (int64_t)nt && mpanels >= 2 * (int64_t)nt;
+    if (!by_rows && (int64_t)nt > npanels) nt = (int)npanels;
     if (2.0 * (double)M * (double)N * (double)K < 4e6) nt = 1;
     for (int t = 0; t < nt; t++) ct_gemm_thread_buf(t);
 #else
@@ -258,7 +261,9 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
         t = omp_get_thread_num();
 #endif
         float *bp = ct_gemm_bbuf[t];
-        const int64_t q0 = npanels * t / nt, q1 = npanels * (t + 1) / nt;
+        const int64_t q0 = by_rows ? 0 : npanels * t / nt, q1 = by_rows ? npanels : npanels * (t + 1) / nt;
+        const int64_t m_lo = by_rows ? mpanels * t / nt * CT_MR : 0;
+        const int64_t m_hi = by_rows ? (mpanels * (t + 1) / nt * CT_MR < M ? mpanels * (t + 1) / nt * CT_MR : M) : M;
         float tile[CT_MR * CT_NR] __attribute__((aligned(64)));
         for (int64_t jc = q0 * CT_NR; jc < q1 * CT_NR; jc += CT_NC) {
             const int64_t nc = q1 * CT_NR - jc < CT_NC ? q1 * CT_NR - jc : CT_NC;
@@ -277,7 +282,7 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                         if (jv + 16 > N || pix + 16 > cm->ohw) direct = 0;
                         else h[v] = cm->c + (jv / cm->ohw) * cm->img + pix;
                     }
-                    for (int64_t m0 = 0; m0 < M; m0 += CT_MR) {
+                    for (int64_t m0 = m_lo; m0 < m_hi; m0 += CT_MR) {
                         const int mr = M - m0 < CT_MR ? (int)(M - m0) : CT_MR;
                         const float *aq = ap + (m0 / CT_MR) * K * CT_MR + pc * CT_MR;
                         const float *bias_m = bias ? bias + m0 : 0;
@@ -308,21 +313,40 @@ typedef struct {
     int64_t N, C, H, W, M, OH, OW, G, kh, kw, sh, sw, ph, pw, dh, dw;
 } ct_conv_geo;
 
+/* The weights of a convolution packed for ct_conv_forward_packed: group after group,
+ * ct_gemm_a_floats(M/G, C/G*kh*kw) floats each. */
+static int64_t ct_conv_packed_floats(const ct_conv_geo *g)
+{
+    return g->G * ct_gemm_a_floats(g->M / g->G, g->C / g->G * g->kh * g->kw);
+}
+
+static void ct_conv_pack_weights(const ct_conv_geo *g, const float *w, float *ap)
+{
+    const int64_t Mg = g->M / g->G, K = g->C / g->G * g->kh * g->kw, per = ct_gemm_a_floats(Mg, K);
+    for (int64_t gi = 0; gi < g->G; gi++) ct_gemm_pack_a(w + gi * Mg * K, K, 0, Mg, K, ap + gi * per);
+}
+
 /* y = conv(x, w) (+ bias) as implicit GEMMs, one per group over the whole batch:
- * Y_g (M/G, N*OH*OW) = W_g (M/G, C/G*kh*kw) im2col(X_g). ap: ct_gemm_a_floats(M/G, K) floats of scratch. */
-static void ct_conv_forward(const ct_conv_geo *g, const float *x, const float *w, const float *bias, float *y,
-                            float *ap)
+ * Y_g (M/G, N*OH*OW) = W_g (M/G, C/G*kh*kw) im2col(X_g), on weights packed by ct_conv_pack_weights. */
+static void ct_conv_forward_packed(const ct_conv_geo *g, const float *x, const float *ap, const float *bias, float *y)
 {
     const int64_t Cg = g->C / g->G, Mg = g->M / g->G, K = Cg * g->kh * g->kw, OHW = g->OH * g->OW;
     for (int64_t gi = 0; gi < g->G; gi++) {
-        ct_gemm_pack_a(w + gi * Mg * K, K, 0, Mg, K, ap);
         ct_bpack b = {.pack = ct_bpack_im2col, .src = x + gi * Cg * g->H * g->W, .N = g->N * OHW,
                       .C = Cg, .H = g->H, .W = g->W, .OH = g->OH, .OW = g->OW, .kh = g->kh, .kw = g->kw,
                       .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw, .dh = g->dh, .dw = g->dw,
                       .cstride = g->C * g->H * g->W};
         ct_cmap cm = {.c = y + gi * Mg * OHW, .ldc = OHW, .img = g->M * OHW, .ohw = OHW};
-        ct_gemm_run(Mg, g->N * OHW, K, ap, &b, &cm, 0, bias ? bias + gi * Mg : 0);
+        ct_gemm_run(Mg, g->N * OHW, K, ap + gi * ct_gemm_a_floats(Mg, K), &b, &cm, 0, bias ? bias + gi * Mg : 0);
     }
+}
+
+/* The same, packing the weights first into ap (ct_conv_packed_floats(g) floats of scratch). */
+static void ct_conv_forward(const ct_conv_geo *g, const float *x, const float *w, const float *bias, float *y,
+                            float *ap)
+{
+    ct_conv_pack_weights(g, w, ap);
+    ct_conv_forward_packed(g, x, ap, bias, y);
 }
 
 /* Whether dX of a convolution is itself a convolution of dY (stride 1, one group, the flipped

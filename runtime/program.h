@@ -96,6 +96,10 @@ typedef struct {
     void (*stage)(const void *host_persist);
     void (*launch)(void *arena, void *persist);
     void (*wait)(void);
+    /* ABI 3: bumped by the runtime whenever the host writes parameters or
+     * state; a C program keeps data derived from constant weights (packed
+     * convolution weights) only while it is unchanged. NULL: none kept. */
+    int64_t *state_generation;
 } ct_program_desc;
 
 #endif

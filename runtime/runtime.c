@@ -292,6 +292,7 @@ ct_status ct_rt_program_sync_host(ct_rt_program *p)
 void ct_rt_program_state_changed(ct_rt_program *p)
 {
     if (on_device(p)) p->host_dirty = true;
+    if (p->desc->abi >= 3 && p->desc->state_generation) (*p->desc->state_generation)++;
 }
 
 void ct_rt_program_set_threads(ct_rt_program *p, int n)

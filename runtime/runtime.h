@@ -44,8 +44,9 @@ ct_status ct_rt_program_stage(ct_rt_program *p);
  * gives the host image, which holds the outputs after each wait() but the
  * rest of the persistent region (parameters, optimizer and BatchNorm state,
  * the queue) only after sync_host(); after writing state there (a resumed
- * checkpoint), call state_changed() so the next step uploads it. Both do
- * nothing for C programs. */
+ * checkpoint), call state_changed() so the next step uploads it. sync_host
+ * does nothing for C programs; state_changed also tells a C program that
+ * data it derived from weights (packed convolution weights) is stale. */
 ct_status ct_rt_program_sync_host(ct_rt_program *p);
 void ct_rt_program_state_changed(ct_rt_program *p);
 /* Thread count for the program's loops and BLAS (n > 0). */

@@ -104,7 +104,7 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int
     float *y = malloc(sizeof(float) * (size_t)ny);
     double *ref = malloc(sizeof(double) * (size_t)ny);
     ref_conv(&g, x, w, bias, ref);
-    float *ap = alloc64(ct_gemm_a_floats(Mg, K));
+    float *ap = alloc64(ct_conv_packed_floats(&g));
     ct_conv_forward(&g, x, w, bias, y, ap);
     char what[160];
     snprintf(what, sizeof what, "conv N%lld C%lld %lldx%lld M%lld k%lld s%lld p%lld d%lld g%lld%s", (long long)N,

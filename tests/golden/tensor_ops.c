@@ -14,6 +14,11 @@ void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float a
                  const float *b, int ldb, float beta, float *c, int ldc);
 void openblas_set_num_threads(int n);
 
+#include <stdlib.h>
+
+/* Bumped by the runtime when the host writes parameters or state (ct_program.state_generation). */
+static int64_t ct_state_gen;
+
 /* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */
 #include <time.h>
 static int ct_prof_on;
@@ -266,4 +271,5 @@ const ct_program_desc ct_program = {
     .profile_names = ct_prof_names,
     .profile_seconds = ct_prof_s,
     .profile_on = &ct_prof_on,
+    .state_generation = &ct_state_gen,
 };

@@ -485,12 +485,68 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
 #ifdef _OPENMP
     nt = omp_get_max_threads();
     if (nt > CT_GEMM_MAX_THREADS) nt = CT_GEMM_MAX_THREADS;
-    if ((int64_t)nt > npanels) nt = (int)npanels;
     if (2.0 * (double)Mg * (double)K * (double)P < 4e6) nt = 1;
     for (int t = 0; t < nt; t++) ct_gemm_thread_buf(t);
 #else
     ct_gemm_thread_buf(0);
 #endif
+    /* fewer column panels than threads (a stem: K = 27): the threads split the pixels instead, each
+     * with its own A, B and dW in its buffer, summed at the end */
+    if (nt > npanels && CT_KCW * CT_NR + mpanels * CT_MR * CT_KCW + Mg * K <= (int64_t)CT_KC * CT_NC) {
+        for (int64_t gi = 0; gi < g->G; gi++) {
+            ct_bpack b = {.src = x + gi * Cg * g->H * g->W, .N = K, .C = Cg, .H = g->H, .W = g->W, .OH = g->OH,
+                          .OW = g->OW, .kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph,
+                          .pw = g->pw, .dh = g->dh, .dw = g->dw, .cstride = g->C * g->H * g->W};
+            const float *dyg = dy + gi * Mg * OHW;
+            float *dwg = dw + gi * Mg * K;
+            #pragma omp parallel num_threads(nt)
+            {
+                int t = 0;
+#ifdef _OPENMP
+                t = omp_get_thread_num();
+#endif
+                float *bp = ct_gemm_bbuf[t], *ab = bp + CT_KCW * CT_NR, *acc = ab + mpanels * CT_MR * CT_KCW;
+                float tile[CT_MR * CT_NR] __attribute__((aligned(64)));
+                memset(acc, 0, sizeof(float) * (size_t)(Mg * K));
+                const int64_t nb = (P + CT_KCW - 1) / CT_KCW, b0 = nb * t / nt, b1 = nb * (t + 1) / nt;
+                for (int64_t bi = b0; bi < b1; bi++) {
+                    const int64_t pc = bi * CT_KCW, kc = P - pc < CT_KCW ? P - pc : CT_KCW;
+                    for (int64_t mp = 0; mp < mpanels; mp++) {
+                        float *ad = ab + mp * kc * CT_MR;
+                        for (int i = 0; i < CT_MR; i++) {
+                            const int64_t m = mp * CT_MR + i;
+                            int64_t n = pc / OHW, pix = pc % OHW;
+                            for (int64_t r = 0; r < kc; r++) {
+                                ad[r * CT_MR + i] = m < Mg ? dyg[(n * g->M + m) * OHW + pix] : 0.0f;
+                                if (++pix == OHW) pix = 0, n++;
+                            }
+                        }
+                    }
+                    for (int64_t q = 0; q < npanels; q++) {
+                        const int64_t j = q * CT_NR;
+                        ct_pack_im2col_t(&b, pc, kc, j, bp);
+                        for (int64_t mp = 0; mp < mpanels; mp++) {
+                            const int64_t m0 = mp * CT_MR;
+                            const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;
+                            ct_gemm_uk(kc, ab + mp * kc * CT_MR, bp, tile, tile + 16, CT_NR, mr, 0, 0);
+                            for (int i = 0; i < mr; i++)
+                                for (int64_t u = 0; u < CT_NR && j + u < K; u++) acc[(m0 + i) * K + j + u] += tile[i * CT_NR + u];
+                        }
+                    }
+                }
+                #pragma omp barrier
+                /* dW = the sum of the threads' parts, each thread summing a slice */
+                const int64_t e0 = Mg * K * t / nt, e1 = Mg * K * (t + 1) / nt;
+                for (int64_t e = e0; e < e1; e++) {
+                    float sum = 0.0f;
+                    for (int u = 0; u < nt; u++) sum += (ct_gemm_bbuf[u] + CT_KCW * CT_NR + mpanels * CT_MR * CT_KCW)[e];
+                    dwg[e] = sum;
+                }
+            }
+        }
+        return;
+    }
+    if ((int64_t)nt > npanels) nt = (int)npanels;
     for (int64_t gi = 0; gi < g->G; gi++) {
         ct_bpack b = {.src = x + gi * Cg * g->H * g->W, .N = K, .C = Cg, .H = g->H, .W = g->W, .OH = g->OH,
                       .OW = g->OW, .kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw,

@@ -1251,7 +1251,7 @@ static void emit_conv(cg *c, const ct_node *n)
             ct_emit_line(e, "static float *packed;");
             ct_emit_line(e, "static int64_t packed_gen = -1;");
             ct_emit_open(e, "if (packed_gen != ct_state_gen)");
-            ct_emit_line(e, "if (!packed && !(packed = aligned_alloc(64, %lld))) abort();", (long long)(packed * 4));
+            ct_emit_line(e, "if (!packed && !(packed = aligned_alloc(64, %lld))) abort();", (long long)align_up(packed * 4));
             ct_emit_line(e, "ct_conv_pack_weights(&g, x1, packed);");
             ct_emit_line(e, "packed_gen = ct_state_gen;");
             ct_emit_close(e);

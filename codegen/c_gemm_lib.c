@@ -375,6 +375,34 @@ static void ct_conv_grad_input_direct(const ct_conv_geo *g, const float *dy, con
 
 #define CT_KCW 384 /* pixels per packed block of the weight gradient */
 
+#if defined(__AVX512F__)
+/* r[i][j] -> r[j][i] for a 16x16 block held as 16 vectors. */
+static inline void ct_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+        t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
+        t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+        t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+    }
+}
+#endif
+
 /* Columns kq.. of im2col(X)^T for pixels p0..p0+kc-1 (rows), as one CT_NR-wide panel: the
  * transposed im2col, gathered pixel by pixel (16 lanes at a time with AVX-512). */
 static void ct_pack_im2col_t(const ct_bpack *b, int64_t p0, int64_t kc, int64_t kq, float *dst)
@@ -406,6 +434,31 @@ static void ct_pack_im2col_t(const ct_bpack *b, int64_t p0, int64_t kc, int64_t 
         const int64_t oh = pix / b->OW, ow = pix % b->OW, r0 = oh * b->sh - b->ph, c0 = ow * b->sw - b->pw;
         float *d = dst + r * CT_NR;
 #if defined(__AVX512F__)
+        if (b->sw == 1 && b->dw == 1 && ow + 16 <= b->OW && r + 16 <= kc) {
+            /* 16 pixels of one output row: per column k one (masked) load of 16 neighbouring input
+             * pixels, then 16x16 transposes into 16 rows of the panel */
+            for (int v = 0; v < 2; v++) {
+                __m512 blk[16];
+                for (int u = 0; u < 16; u++) {
+                    const int t = 16 * v + u;
+                    const int64_t ih = r0 + dr[t], iw = c0 + dc[t];
+                    const int64_t lo = iw < 0 ? -iw : 0, hi = b->W - iw < 16 ? b->W - iw : 16;
+                    if (!live[t] || ih < 0 || ih >= b->H || hi <= lo) {
+                        blk[u] = _mm512_setzero_ps();
+                        continue;
+                    }
+                    const float *src = b->src + n * b->cstride + (off[t] - dr[t] * b->W - dc[t]) + ih * b->W + iw + lo;
+                    const __mmask16 mk = (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
+                    blk[u] = lo ? _mm512_maskz_expandloadu_ps(mk, src) : _mm512_maskz_loadu_ps(mk, src);
+                }
+                ct_transpose16(blk);
+                for (int i = 0; i < 16; i++) _mm512_storeu_ps(d + i * CT_NR + 16 * v, blk[i]);
+            }
+            r += 15;
+            pix += 16;
+            if (pix == OHW) pix = 0, n++;
+            continue;
+        }
         if (gather) {
             const int32_t base = (int32_t)(n * b->cstride + r0 * b->W + c0);
             for (int v = 0; v < 2; v++) {

@@ -1210,6 +1210,20 @@ static void conv_geo_str(char *buf, size_t n, const int64_t *v /* N C H W M OH O
              (long long)v[12], (long long)v[13], (long long)v[14], (long long)v[15]);
 }
 
+/* A kernel that is one call of the GEMM engine, fn(&geometry, x0, x1, y0, scratch), with `scratch`
+ * floats of scratch; v: the ct_conv_geo fields. */
+static void emit_engine_call(cg *c, const ct_node *n, const int64_t *v, int64_t scratch, const char *fn)
+{
+    char gs[512];
+    if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
+    c->uses_gemm_lib = true;
+    conv_geo_str(gs, sizeof gs, v);
+    kernel_open(c, n, true);
+    ct_emit_line(&c->k, "static const ct_conv_geo g = %s;", gs);
+    ct_emit_line(&c->k, "%s(&g, x0, x1, y0, scratch);", fn);
+    kernel_close(c);
+}
+
 /* A persistent tensor that no state update writes (the weights of an inference program). */
 static bool weights_fixed(const ct_graph *g, const ct_value *w)
 {
@@ -1517,32 +1531,17 @@ static void emit_train(cg *c, const ct_node *n)
         if (wi && G == 1 && sh_ == 1 && sw_ == 1 && ph_ <= (geo[0] - 1) * dh_ && pw_ <= (geo[1] - 1) * dw_ &&
             pend[0] <= (geo[0] - 1) * dh_ && pend[1] <= (geo[1] - 1) * dw_) {
             /* stride 1: dX is the convolution of dY with the flipped kernel, on the GEMM engine */
-            int64_t scratch = gemm_a_floats(xs->dims[1], ys->dims[1] * geo[0] * geo[1]);
-            if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
-            c->uses_gemm_lib = true;
-            char gs[512];
             const int64_t v[16] = {xs->dims[0], xs->dims[1], geo[4], geo[5], ys->dims[1], geo[2], geo[3], 1,
                                    geo[0], geo[1], 1, 1, ph_, pw_, dh_, dw_};
-            conv_geo_str(gs, sizeof gs, v);
-            kernel_open(c, n, true);
-            ct_emit_line(e, "static const ct_conv_geo g = %s;", gs);
-            ct_emit_line(e, "ct_conv_grad_input_direct(&g, x0, x1, y0, scratch);");
-            kernel_close(c);
+            emit_engine_call(c, n, v, gemm_a_floats(xs->dims[1], ys->dims[1] * geo[0] * geo[1]),
+                             "ct_conv_grad_input_direct");
             return;
         }
         if (!wi && !depthwise) {
             /* a GEMM over the pixels on the engine: dY packed as A, the transposed im2col gathered as B */
-            int64_t scratch = gemm_a_floats(Mg, gemm_define("CT_KCW"));
-            if (scratch * 4 > c->scratch_bytes) c->scratch_bytes = scratch * 4;
-            c->uses_gemm_lib = true;
-            char gs[512];
             const int64_t v[16] = {xs->dims[0], xs->dims[1], geo[4], geo[5], ys->dims[1], geo[2], geo[3], G,
                                    geo[0], geo[1], sh_, sw_, ph_, pw_, dh_, dw_};
-            conv_geo_str(gs, sizeof gs, v);
-            kernel_open(c, n, true);
-            ct_emit_line(e, "static const ct_conv_geo g = %s;", gs);
-            ct_emit_line(e, "ct_conv_grad_weight_gemm(&g, x0, x1, y0, scratch);");
-            kernel_close(c);
+            emit_engine_call(c, n, v, gemm_a_floats(Mg, gemm_define("CT_KCW")), "ct_conv_grad_weight_gemm");
             return;
         }
         /* nb images per GEMM: dY and the im2col of nb images, (Mg + K) x nb*OHW floats of scratch */
@@ -2053,8 +2052,11 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     ct_emit_raw(&top, "%s", prologue);
     ct_emit_raw(&top, "static double ct_prof_s[%d];\nstatic const char *const ct_prof_names[] = {\n%.*s    0\n};\n",
                 n_prof ? n_prof : 1, (int)prof.len, prof.buf ? prof.buf : "");
-    if (c.uses_gemm_lib) ct_emit_raw(&top, "%s", ct_gemm_lib);
-    if (c.uses_train_lib) ct_emit_raw(&top, "%s", train_lib);
+    if (c.uses_gemm_lib)
+        ct_emit_raw(&top, "/* ---- library: codegen/c_gemm_lib.c ---- */\n%s/* ---- end of library ---- */\n", ct_gemm_lib);
+    if (c.uses_train_lib)
+        ct_emit_raw(&top, "/* ---- library: codegen/c_train_lib.inc ---- */\n%s/* ---- end of library ---- */\n",
+                    train_lib);
     ct_emit_raw(&top, "%.*s", (int)c.k.len, c.k.buf ? c.k.buf : "");
     ct_emit_raw(&top, "\nstatic void forward(void *arena, void *persist)\n{\n");
     ct_emit_raw(&top, "    char *A = (char *)arena, *P = (char *)persist;\n    (void)A;\n    (void)P;\n");

@@ -484,6 +484,21 @@ static void ct_pack_im2col_t(const ct_bpack *b, int64_t p0, int64_t kc, int64_t 
     }
 }
 
+/* Panel mp of the A operand of a weight gradient: rows mp*MR.. of dY_g (one group's channels, M/G of
+ * them) over pixels pc..pc+kc-1 of the batch, as kc x CT_MR (zero rows past M/G). */
+static void ct_pack_dy_panel(const ct_conv_geo *g, const float *dyg, int64_t pc, int64_t kc, int64_t mp, float *ad)
+{
+    const int64_t Mg = g->M / g->G, OHW = g->OH * g->OW;
+    for (int i = 0; i < CT_MR; i++) {
+        const int64_t m = mp * CT_MR + i;
+        int64_t n = pc / OHW, pix = pc % OHW;
+        for (int64_t r = 0; r < kc; r++) {
+            ad[r * CT_MR + i] = m < Mg ? dyg[(n * g->M + m) * OHW + pix] : 0.0f;
+            if (++pix == OHW) pix = 0, n++;
+        }
+    }
+}
+
 /* dW (M, C/G, kh, kw) = sum over the batch of dY_g (M/G, N*OH*OW) im2col(X_g)^T, per group: a GEMM whose
  * depth is the pixels. For each block of CT_KCW pixels the threads pack the dY block together (A: its
  * rows are dW's rows), then each packs the transposed im2col of its own columns of dW (B) and
@@ -522,17 +537,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                 const int64_t nb = (P + CT_KCW - 1) / CT_KCW, b0 = nb * t / nt, b1 = nb * (t + 1) / nt;
                 for (int64_t bi = b0; bi < b1; bi++) {
                     const int64_t pc = bi * CT_KCW, kc = P - pc < CT_KCW ? P - pc : CT_KCW;
-                    for (int64_t mp = 0; mp < mpanels; mp++) {
-                        float *ad = ab + mp * kc * CT_MR;
-                        for (int i = 0; i < CT_MR; i++) {
-                            const int64_t m = mp * CT_MR + i;
-                            int64_t n = pc / OHW, pix = pc % OHW;
-                            for (int64_t r = 0; r < kc; r++) {
-                                ad[r * CT_MR + i] = m < Mg ? dyg[(n * g->M + m) * OHW + pix] : 0.0f;
-                                if (++pix == OHW) pix = 0, n++;
-                            }
-                        }
-                    }
+                    for (int64_t mp = 0; mp < mpanels; mp++) ct_pack_dy_panel(g, dyg, pc, kc, mp, ab + mp * kc * CT_MR);
                     for (int64_t q = 0; q < npanels; q++) {
                         const int64_t j = q * CT_NR;
                         ct_pack_im2col_t(&b, pc, kc, j, bp);
@@ -577,17 +582,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                 const int64_t kc = P - pc < CT_KCW ? P - pc : CT_KCW;
                 /* A: dY rows m, pixels pc.. (contiguous within an image), packed as kc x MR per panel */
                 #pragma omp for schedule(static)
-                for (int64_t mp = 0; mp < mpanels; mp++) {
-                    float *ad = abuf + mp * kc * CT_MR;
-                    for (int i = 0; i < CT_MR; i++) {
-                        const int64_t m = mp * CT_MR + i;
-                        int64_t n = pc / OHW, pix = pc % OHW;
-                        for (int64_t r = 0; r < kc; r++) {
-                            ad[r * CT_MR + i] = m < Mg ? dyg[(n * g->M + m) * OHW + pix] : 0.0f;
-                            if (++pix == OHW) pix = 0, n++;
-                        }
-                    }
-                }
+                for (int64_t mp = 0; mp < mpanels; mp++) ct_pack_dy_panel(g, dyg, pc, kc, mp, abuf + mp * kc * CT_MR);
                 for (int64_t q = q0; q < q1; q++) {
                     const int64_t j = q * CT_NR;
                     ct_pack_im2col_t(&b, pc, kc, j, bp);

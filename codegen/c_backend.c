@@ -1425,10 +1425,48 @@ static void emit_queue_push(cg *c, const ct_node *n)
     kernel_close(c);
 }
 
+/* The collectives: calls into the communicator the runtime hands the program
+ * (ct_comm_p, program.h's ct_comm). */
+static void emit_collective(cg *c, const ct_node *n)
+{
+    ct_emitter *e = &c->k;
+    int64_t w = ct_node_attr_int(n, "world", 1);
+    if (n->op != CT_OP_ALL_GATHER)
+        for (int i = 0; i < n->n_in; i++)
+            if (n->in[i]->dtype != CT_F32) {
+                unsupported(c, n, "float32 only");
+                return;
+            }
+    kernel_open(c, n, false);
+    if (n->op == CT_OP_ALL_REDUCE) {
+        char l1[48];
+        bool mean = !strcmp(ct_node_attr_string(n, "op", "sum"), "mean");
+        flit(l1, sizeof l1, mean ? 1.0 / (double)w : 1.0);
+        ct_emit_raw(e, "    const float *in_[] = {");
+        for (int i = 0; i < n->n_in; i++) ct_emit_raw(e, "%sx%d", i ? ", " : "", i);
+        ct_emit_raw(e, "};\n    float *out_[] = {");
+        for (int i = 0; i < n->n_out; i++) ct_emit_raw(e, "%sy%d", i ? ", " : "", i);
+        ct_emit_raw(e, "};\n    static const int64_t counts_[] = {");
+        for (int i = 0; i < n->n_in; i++) ct_emit_raw(e, "%s%lld", i ? ", " : "", (long long)numel(n->in[i]));
+        ct_emit_raw(e, "};\n");
+        ct_emit_line(e, "ct_comm_p->allreduce_f32(ct_comm_p->ctx, %d, in_, out_, counts_, %s);", n->n_in, l1);
+    } else if (n->op == CT_OP_ALL_GATHER) {
+        ct_emit_line(e, "ct_comm_p->allgather(ct_comm_p->ctx, x0, y0, %lld);",
+                     (long long)(numel(n->in[0]) * (int64_t)ct_dtype_size(n->in[0]->dtype)));
+    } else {
+        ct_emit_line(e, "ct_comm_p->reduce_scatter_f32(ct_comm_p->ctx, x0, y0, %lld);", (long long)numel(n->out[0]));
+    }
+    kernel_close(c);
+}
+
 static void emit_train(cg *c, const ct_node *n)
 {
     if (n->op == CT_OP_QUEUE_PUSH) {
         emit_queue_push(c, n);
+        return;
+    }
+    if (n->op == CT_OP_ALL_REDUCE || n->op == CT_OP_ALL_GATHER || n->op == CT_OP_REDUCE_SCATTER) {
+        emit_collective(c, n);
         return;
     }
     if (!train_f32(c, n)) return;
@@ -1575,10 +1613,20 @@ static void emit_train(cg *c, const ct_node *n)
         if (xs->rank < 2) { unsupported(c, n, "input rank < 2"); return; }
         int64_t N = xs->dims[0], C = xs->dims[1], SP = prod(xs->dims, 2, xs->rank), S = ct_node_attr_int(n, "splits", 1);
         if (S < 1 || N % S) { unsupported(c, n, "batch %lld not divisible by splits %lld", (long long)N, (long long)S); return; }
+        bool sync = ct_node_attr_int(n, "world", 1) > 1;
+        if (sync && S != 1) { unsupported(c, n, "SyncBatchNorm with splits"); return; }
         kernel_open(c, n, false);
         char o[5][8];
         for (int i = 0; i < 5; i++) snprintf(o[i], sizeof o[i], i < n->n_out && n->out[i] ? "y%d" : "0", i);
-        if (tr)
+        if (sync && tr)
+            ct_emit_line(e, "ct_bn_train_sync(%lld, %lld, %lld, %s, %s, x0, x1, x2, x3, x4, %s, %s, %s, %s, %s);",
+                         (long long)N, (long long)C, (long long)SP,
+                         flit(l1, sizeof l1, ct_node_attr_float(n, "epsilon", 1e-5f)),
+                         flit(l2, sizeof l2, ct_node_attr_float(n, "momentum", 0.1f)), o[0], o[1], o[2], o[3], o[4]);
+        else if (sync)
+            ct_emit_line(e, "ct_bn_grad_sync(%lld, %lld, %lld, x0, x1, x2, x3, x4, %s, %s, %s);", (long long)N,
+                         (long long)C, (long long)SP, o[0], o[1], o[2]);
+        else if (tr)
             ct_emit_line(e, "ct_bn_train(%lld, %lld, %lld, %lld, %s, %s, x0, x1, x2, x3, x4, %s, %s, %s, %s, %s);",
                          (long long)N, (long long)C, (long long)SP, (long long)S,
                          flit(l1, sizeof l1, ct_node_attr_float(n, "epsilon", 1e-5f)),
@@ -1953,7 +2001,8 @@ static const char prologue[] =
     "#include <stdlib.h>\n"
     "\n"
     "/* Bumped by the runtime when the host writes parameters or state (ct_program.state_generation). */\n"
-    "static int64_t ct_state_gen;\n"
+    "static int64_t ct_state_gen;\n"    "/* The communicator of a data-parallel program (ct_program.comm), set by the runtime. */\n"
+    "static const ct_comm *ct_comm_p;\n"
     "\n"
     "/* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */\n"
     "#include <time.h>\n"
@@ -2096,9 +2145,10 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
                       "    .inputs = inputs,\n    .n_outputs = %d,\n    .outputs = outputs,\n    .arena_bytes = %lld,\n"
                       "    .persist_bytes = %lld,\n    .forward = forward,\n    .set_threads = set_threads,\n"
                       "    .n_profile = %d,\n    .profile_names = ct_prof_names,\n    .profile_seconds = ct_prof_s,\n"
-                      "    .profile_on = &ct_prof_on,\n    .state_generation = &ct_state_gen,\n};\n",
+                      "    .profile_on = &ct_prof_on,\n    .state_generation = &ct_state_gen,\n    .world = %d,\n"
+                      "    .comm = &ct_comm_p,\n};\n",
                 (long long)(g->batch > 0 ? g->batch : 0), n_desc, g->n_inputs, g->n_outputs, (long long)arena_total,
-                (long long)c.persist_bytes, n_prof);
+                (long long)c.persist_bytes, n_prof, ct_graph_world(g));
     free(desc_index);
 
     /* the blob: the persistent region's initial image */

@@ -33,6 +33,7 @@ typedef struct {
     size_t errors_len;
     int n_errors;
     int n_kernels;
+    bool uses_nccl; /* collectives: the program includes and links NCCL */
     /* the kernel being emitted */
     const ct_node *node;
     char kname[96];
@@ -1829,6 +1830,7 @@ static void emit_train(cg *c, const ct_node *n)
         if (xs->rank < 2) { unsupported(c, n, "input rank < 2"); return; }
         int64_t N = xs->dims[0], C = xs->dims[1], SP = prod(xs->dims, 2, xs->rank), S = ct_node_attr_int(n, "splits", 1);
         if (S < 1 || N % S) { unsupported(c, n, "batch %lld not divisible by splits %lld", (long long)N, (long long)S); return; }
+        if (ct_node_attr_int(n, "world", 1) > 1) { unsupported(c, n, "SyncBatchNorm: data-parallel programs are built for the C backend"); return; }
         if (C == 0) return;
         char in[5][128], o[5][128];
         for (int i = 0; i < 5; i++) vptr(c, n->in[i], true, in[i], sizeof in[i]);
@@ -1874,6 +1876,29 @@ static void emit_train(cg *c, const ct_node *n)
                         grid_for(g, sizeof g, s->dims[0] * s->dims[1], BLOCK), BLOCK, (long long)s->dims[0],
                         (long long)s->dims[1], p0, p1, p2, o0, nm);
         }
+        return;
+    }
+    case CT_OP_ALL_REDUCE: case CT_OP_ALL_GATHER: case CT_OP_REDUCE_SCATTER: {
+        /* NCCL on the step's stream (captured into the step's CUDA graph like any kernel) */
+        char px[128], py[128];
+        if (n->op == CT_OP_ALL_REDUCE) {
+            bool mean = !strcmp(ct_node_attr_string(n, "op", "sum"), "mean");
+            ct_emit_raw(&c->f, "    ct_nccl_setup();\n    CT_NCCL_CHECK(ncclGroupStart());\n");
+            for (int i = 0; i < n->n_in; i++)
+                ct_emit_raw(&c->f, "    CT_NCCL_CHECK(ncclAllReduce(%s, %s, %lldULL, ncclFloat32, %s, ct_nccl, ct_stream));\n",
+                            vptr(c, n->in[i], true, px, sizeof px), vptr(c, n->out[i], false, py, sizeof py),
+                            (long long)ct_shape_numel(&n->in[i]->shape), mean ? "ncclAvg" : "ncclSum");
+            ct_emit_raw(&c->f, "    CT_NCCL_CHECK(ncclGroupEnd());\n");
+        } else if (n->op == CT_OP_ALL_GATHER) {
+            ct_emit_raw(&c->f, "    ct_nccl_setup();\n    CT_NCCL_CHECK(ncclAllGather(%s, %s, %lldULL, ncclInt8, ct_nccl, ct_stream));\n",
+                        vptr(c, n->in[0], true, px, sizeof px), vptr(c, n->out[0], false, py, sizeof py),
+                        (long long)ct_value_nbytes(n->in[0]));
+        } else {
+            ct_emit_raw(&c->f, "    ct_nccl_setup();\n    CT_NCCL_CHECK(ncclReduceScatter(%s, %s, %lldULL, ncclFloat32, ncclSum, ct_nccl, ct_stream));\n",
+                        vptr(c, n->in[0], true, px, sizeof px), vptr(c, n->out[0], false, py, sizeof py),
+                        (long long)ct_shape_numel(&n->out[0]->shape));
+        }
+        c->uses_nccl = true;
         return;
     }
     case CT_OP_QUEUE_PUSH: {
@@ -2059,6 +2084,38 @@ static void emit_node(cg *c, const ct_node *n)
 
 #include "cuda_lib.inc"
 
+/* A data-parallel program's NCCL communicator: made on the first (eager) step
+ * from a unique id that rank 0 draws and the runtime's communicator broadcasts;
+ * MPI only bootstraps it, NCCL moves the bytes. On the emulator the same calls
+ * go to runtime/cuda_emu/nccl_emu.c, which carries them over that communicator. */
+static const char nccl_setup[] =
+    "\n#define CT_NCCL_CHECK(call) \\\n"
+    "  do { \\\n"
+    "    ncclResult_t ct_r_ = (call); \\\n"
+    "    if (ct_r_ != ncclSuccess) { \\\n"
+    "      fprintf(stderr, \"%s:%d: NCCL error %d (%s) in %s\\n\", __FILE__, __LINE__, (int)ct_r_, \\\n"
+    "              ncclGetErrorString(ct_r_), #call); \\\n"
+    "      exit(EXIT_FAILURE); \\\n"
+    "    } \\\n"
+    "  } while (0)\n"
+    "static ncclComm_t ct_nccl;\n"
+    "static void ct_nccl_setup(void)\n"
+    "{\n"
+    "    if (ct_nccl) return;\n"
+    "    if (!ct_comm_p || !ct_comm_p->bcast) {\n"
+    "        fprintf(stderr, \"this data-parallel program has no communicator: run its trainer under mpirun\\n\");\n"
+    "        exit(EXIT_FAILURE);\n"
+    "    }\n"
+    "    ncclUniqueId id;\n"
+    "    memset(&id, 0, sizeof id);\n"
+    "    if (ct_comm_p->rank == 0) CT_NCCL_CHECK(ncclGetUniqueId(&id));\n"
+    "    ct_comm_p->bcast(ct_comm_p->ctx, &id, (int64_t)sizeof id, 0);\n"
+    "#if CT_EMULATED\n"
+    "    ct_emu_nccl_transport(ct_comm_p);\n"
+    "#endif\n"
+    "    CT_NCCL_CHECK(ncclCommInitRank(&ct_nccl, ct_comm_p->world, id, ct_comm_p->rank));\n"
+    "}\n";
+
 static const char prologue[] =
     "#include \"ct_cuda.h\"\n"
     "#include <math.h>\n"
@@ -2084,6 +2141,7 @@ static const char prologue[] =
     "}\n"
     "\n"
     "static cudaStream_t ct_stream;      /* the step */\n"
+    "static const ct_comm *ct_comm_p;    /* the runtime's communicator (ct_program.comm; data parallel) */\n"
     "static cudaStream_t ct_copy_stream; /* uploads of staged inputs, beside the step */\n"
     "static cublasHandle_t ct_blas;\n"
     "static void *ct_blas_ws;\n"
@@ -2286,7 +2344,9 @@ ct_status ct_codegen_cuda(const ct_graph *g, bool tf32, ct_c_program *out)
                       " * Builds with nvcc (the GPU) or as C with gcc against runtime/cuda_emu (the emulator). */\n",
                 gname, c.n_kernels, (long long)arena_total, (long long)c.scratch_bytes, (long long)c.persist_bytes);
     if (tf32) ct_emit_raw(&top, "#define CT_ALLOW_TF32 1 /* contra compile --tf32 */\n");
+    if (c.uses_nccl) ct_emit_raw(&top, "#define CT_NCCL 1 /* data parallel: NCCL collectives (ct_cuda.h) */\n");
     ct_emit_raw(&top, "%s", prologue);
+    if (c.uses_nccl) ct_emit_raw(&top, "%s", nccl_setup);
     ct_emit_raw(&top, "%s", cuda_lib);
     ct_emit_raw(&top, "%.*s", (int)c.k.len, c.k.buf ? c.k.buf : "");
     /* the inputs: where they live in the persistent region, and in the staging buffer */
@@ -2344,9 +2404,10 @@ ct_status ct_codegen_cuda(const ct_graph *g, bool tf32, ct_c_program *out)
     ct_emit_raw(&top, ",\n    %lld, /* batch */\n    %d,\n    tensors,\n    %d,\n    inputs,\n    %d,\n    outputs,\n"
                       "    %lld, /* arena bytes */\n    %lld, /* persistent bytes */\n    forward,\n    set_threads,\n"
                       "    CT_PT_DEVICE_CUDA,\n    device_alloc,\n    device_free,\n    copy_to_device,\n    copy_to_host,\n"
-                      "    0, /* no per-node profile */\n    0,\n    0,\n    0,\n    stage,\n    launch,\n    wait_step,\n};\n",
+                      "    0, /* no per-node profile */\n    0,\n    0,\n    0,\n    stage,\n    launch,\n    wait_step,\n"
+                      "    0, /* no state generation */\n    %d, /* ranks */\n    &ct_comm_p,\n};\n",
                 (long long)(g->batch > 0 ? g->batch : 0), n_desc, g->n_inputs, g->n_outputs, (long long)arena_total,
-                (long long)c.persist_bytes);
+                (long long)c.persist_bytes, ct_graph_world(g));
     free(desc_index);
 
     out->blob_len = (size_t)c.persist_bytes;

@@ -742,3 +742,15 @@ ct_graph *ct_graph_clone(const ct_graph *g)
         ct_graph_add_assign(c, c->values[g->assigns[i].dst->id], c->values[g->assigns[i].src->id]);
     return c;
 }
+
+int ct_graph_world(const ct_graph *g)
+{
+    int64_t w = 1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const ct_node *n = g->nodes[i];
+        if (!n) continue;
+        int64_t x = ct_node_attr_int(n, "world", 1);
+        if (x > w) w = x;
+    }
+    return (int)w;
+}

@@ -263,6 +263,9 @@ void ct_graph_replace_uses(ct_graph *g, ct_value *from, ct_value *to);
 /* Sort nodes topologically (stable with respect to current order).
  * Fails naming a node on the cycle if there is one. */
 ct_status ct_graph_toposort(ct_graph *g);
+/* The ranks a data-parallel graph is built for: the largest "world" attribute
+ * of its nodes (collectives, SyncBatchNorm); 1 for a single process. */
+int ct_graph_world(const ct_graph *g);
 /* Number of node inputs that read v, plus 1 if it is a graph output, plus 1
  * per assignment reading it. */
 int ct_graph_use_count(const ct_graph *g, const ct_value *v);

@@ -69,6 +69,15 @@ typedef struct {
     int64_t dataset_size;      /* 0 if unknown */
     bool attach_optimizer;     /* append the optimizer update (needs ops SGDStep/AdamStep/LarsStep) */
     bool no_backward;          /* forward and state updates only (no autodiff) */
+    /* data parallel: the graph of one of `ranks` ranks (runtime/dist.c), batch B per rank */
+    int ranks;                 /* >= 1 (0: 1); > 1 adds the collectives: the gradients all-reduced
+                                * (mean) in buckets before the optimizer, MoCo's keys all-gathered
+                                * before the queue (and shuffle BN across ranks: "shuffle_perm" is the
+                                * global permutation [ranks*B], input "rank_rows" int64 [B] this rank's
+                                * rows rank*B + i), SimCLR/SupCon's embeddings (and labels) all-gathered
+                                * for global negatives */
+    bool sync_bn;              /* ranks > 1: SyncBatchNorm (statistics over the global batch) */
+    double bucket_mb;          /* gradient all-reduce bucket size in MiB (0: 25, as PyTorch DDP) */
     bool fuse_loss;            /* MoCo, SimCLR, SupCon: replace normalize + logits + cross-entropy by one
                                 * ContrastiveLoss / InBatchContrastiveLoss node (passes/fuse_loss.h) before
                                 * autodiff: forward and backward stream the queue (the similarity matrix) in
@@ -91,7 +100,7 @@ ct_status ct_method_check(const ct_method_options *opt, int64_t d);
  * the encoder's input layout), "shuffle_perm" (int64 [B], MoCo with shuffle
  * BN; "shuffle_perm2" for the second half of the symmetric loss), "labels"
  * (SupCon with labels), "mask" (SupCon with use_mask), "momentum"
- * (momentum_input), "lr" (attach_optimizer);
+ * (momentum_input), "lr" (attach_optimizer), "rank_rows" (ranks > 1 with shuffle BN);
  * its first output is "loss". Parameters: the
  * encoder's (ONNX names) and the heads'; STATE: "key/<name>" (MoCo key
  * encoder), "target/<name>" (BYOL), BatchNorm statistics, "queue" [D, K]

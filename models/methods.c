@@ -185,13 +185,23 @@ ct_status ct_method_check(const ct_method_options *o, int64_t d)
         return ct_errorf("%s: SupCon with labels needs a labelled dataset, and this one has no labels (use the "
                          "unsupervised form, use_labels off, which is SimCLR's loss)",
                          pre);
+    int ranks = o->ranks > 0 ? o->ranks : 1;
+    if (ranks > 65536) return ct_errorf("%s: %d ranks (at most 65536)", pre, ranks);
+    if (o->sync_bn && ranks < 2) return ct_errorf("%s: SyncBatchNorm needs ranks > 1", pre);
+    if (o->sync_bn && o->bn_splits > 1) return ct_errorf("%s: SyncBatchNorm and BatchNorm splits do not combine", pre);
+    if (o->sync_bn && o->shuffle_bn)
+        return ct_errorf("%s: SyncBatchNorm makes shuffle BN pointless (every rank sees the global statistics); "
+                         "choose one", pre);
+    if (ranks > 1 && o->kind == CT_METHOD_SUPCON && o->use_mask)
+        return ct_errorf("%s: a mask input is per rank; with ranks > 1 give labels instead", pre);
+    if (!(o->bucket_mb >= 0)) return ct_errorf("%s: bucket size must be >= 0 MiB (got %g)", pre, o->bucket_mb);
     if (o->kind == CT_METHOD_MOCO) {
-        int64_t keys = o->symmetric ? 2 * o->batch : o->batch;
+        int64_t keys = (o->symmetric ? 2 * o->batch : o->batch) * ranks;
         if (o->queue_size <= 0) return ct_errorf("%s: queue size K must be > 0", pre);
         if (keys > o->queue_size)
-            return ct_errorf("%s: %lld keys per step (batch %lld%s) do not fit the queue K = %lld", pre,
+            return ct_errorf("%s: %lld keys per step (batch %lld%s%s) do not fit the queue K = %lld", pre,
                              (long long)keys, (long long)o->batch, o->symmetric ? ", symmetric" : "",
-                             (long long)o->queue_size);
+                             ranks > 1 ? ", all ranks" : "", (long long)o->queue_size);
         if (o->dataset_size > 0 && o->queue_size > o->dataset_size)
             fprintf(stderr,
                     "contra: warning: %s: the queue (K = %lld) is larger than the dataset (%lld images): it will "
@@ -244,6 +254,8 @@ typedef struct {
     ct_status err;
     uint64_t rng;
     ct_value *m_in, *one_minus_m_in; /* momentum as a graph input (momentum_input), else NULL */
+    int world;                       /* ranks (1: a single process) */
+    ct_value *rank_rows;             /* input int64 [B]: this rank's rows of the global batch (shuffle BN) */
 } bld;
 
 static ct_node *emit(bld *b, ct_op op, const char *name, int n_in, ct_value *const *in, int n_out)
@@ -329,6 +341,23 @@ static ct_value *concat0(bld *b, const char *name, ct_value *const *xs, int n, i
     ct_node *nd = emit(b, CT_OP_CONCAT, name, n, xs, 1);
     ct_node_set_int(b->g, nd, "axis", axis);
     return fin(b, nd);
+}
+
+/* The ranks' x stacked in rank order (world 1: x itself). */
+static ct_value *all_gather(bld *b, const char *name, ct_value *x)
+{
+    if (b->err || b->world <= 1) return x;
+    ct_node *nd = emit(b, CT_OP_ALL_GATHER, name, 1, &x, 1);
+    ct_node_set_int(b->g, nd, "world", b->world);
+    return fin(b, nd);
+}
+
+/* x's rows idx (Gather on axis 0). */
+static ct_value *gather_rows(bld *b, const char *name, ct_value *x, ct_value *idx)
+{
+    ct_node *gn = emit(b, CT_OP_GATHER, name, 2, (ct_value *[]){x, idx}, 1);
+    if (gn) ct_node_set_int(b->g, gn, "axis", 0);
+    return fin(b, gn);
 }
 
 /* xorshift64* and Box-Muller: deterministic initialisation from the seed. */
@@ -708,19 +737,21 @@ static ct_value *moco_pair(bld *b, const ct_method_options *o, const enc_info *e
     ct_value *q = enc_forward(b, e, xq, ct_arena_printf(ar, "%s/q", T), qmap); /* (B, d) */
     q = head_forward(b, qh, q, ct_arena_printf(ar, "%s/q/head", T));
     q = l2norm(b, ct_arena_printf(ar, "%s/q_norm", T), q); /* (B, D) */
-    ct_value *xin = xk, *inv = NULL;
+    ct_value *xin = xk, *inv = NULL, *kq = NULL;
+    const int64_t BG = B * b->world; /* the global batch */
     if (o->shuffle_bn && !b->err) {
-        ct_shape ps = {.rank = 1, .dims = {B}};
+        /* perm: a permutation of the global batch (every rank is fed the same one) */
+        ct_shape ps = {.rank = 1, .dims = {BG}};
         ct_value *perm = ct_graph_add_value(b->g, perm_name, CT_VALUE_INPUT, CT_I64, &ps);
         ct_graph_add_input(b->g, perm);
         /* inverse permutation: inv[i] = j with perm[j] = i (argsort) */
-        int64_t *ar_i = malloc(sizeof(int64_t) * (size_t)B);
-        for (int64_t i = 0; i < B; i++) ar_i[i] = i;
-        ct_shape cs = {.rank = 2, .dims = {B, 1}};
+        int64_t *ar_i = malloc(sizeof(int64_t) * (size_t)BG);
+        for (int64_t i = 0; i < BG; i++) ar_i[i] = i;
+        ct_shape cs = {.rank = 2, .dims = {BG, 1}};
         ct_value *col = ct_graph_add_tensor(b->g, ct_graph_unique_name(b->g, "arange"), CT_VALUE_CONST, CT_I64, &cs,
                                             ar_i);
         free(ar_i);
-        ct_value *row = reshape(b, ct_arena_printf(ar, "%s/perm_row", T), perm, (int64_t[]){1, B}, 2);
+        ct_value *row = reshape(b, ct_arena_printf(ar, "%s/perm_row", T), perm, (int64_t[]){1, BG}, 2);
         ct_value *eq = op2(b, CT_OP_EQUAL, ct_arena_printf(ar, "%s/perm_eq", T), col, row);
         ct_node *cn = emit(b, CT_OP_CAST, ct_arena_printf(ar, "%s/perm_f", T), 1, &eq, 1);
         if (cn) ct_node_set_int(b->g, cn, "to", 1);
@@ -731,17 +762,28 @@ static ct_value *moco_pair(bld *b, const ct_method_options *o, const enc_info *e
             ct_node_set_int(b->g, am, "keepdims", 0);
         }
         inv = fin(b, am);
-        ct_node *gn = emit(b, CT_OP_GATHER, ct_arena_printf(ar, "%s/k_shuffled", T), 2, (ct_value *[]){xk, perm}, 1);
-        if (gn) ct_node_set_int(b->g, gn, "axis", 0);
-        xin = fin(b, gn);
+        if (b->world > 1) {
+            /* MoCo's _batch_shuffle_ddp: gather the key views of all ranks, take this rank's
+             * block of the shuffled global batch */
+            ct_value *xall = all_gather(b, ct_arena_printf(ar, "%s/xk_all", T), xk);
+            ct_value *idx = gather_rows(b, ct_arena_printf(ar, "%s/shuffle_rows", T), perm, b->rank_rows);
+            xin = gather_rows(b, ct_arena_printf(ar, "%s/k_shuffled", T), xall, idx);
+        } else {
+            xin = gather_rows(b, ct_arena_printf(ar, "%s/k_shuffled", T), xk, perm);
+        }
     }
     ct_value *k = enc_forward(b, e, xin, ct_arena_printf(ar, "%s/k", T), kmap);
     k = head_forward(b, kh, k, ct_arena_printf(ar, "%s/k/head", T));
     k = l2norm(b, ct_arena_printf(ar, "%s/k_norm", T), k);
-    if (inv) {
-        ct_node *gn = emit(b, CT_OP_GATHER, ct_arena_printf(ar, "%s/k_unshuffled", T), 2, (ct_value *[]){k, inv}, 1);
-        if (gn) ct_node_set_int(b->g, gn, "axis", 0);
-        k = fin(b, gn);
+    if (inv && b->world > 1) {
+        /* _batch_unshuffle_ddp: all keys in shuffled order; this rank's rows; and every rank's
+         * keys in global order for the queue, from the same gather */
+        ct_value *kall = all_gather(b, ct_arena_printf(ar, "%s/k_all_shuffled", T), k);
+        ct_value *uidx = gather_rows(b, ct_arena_printf(ar, "%s/unshuffle_rows", T), inv, b->rank_rows);
+        k = gather_rows(b, ct_arena_printf(ar, "%s/k_unshuffled", T), kall, uidx);
+        kq = gather_rows(b, ct_arena_printf(ar, "%s/keys_all", T), kall, inv);
+    } else if (inv) {
+        k = gather_rows(b, ct_arena_printf(ar, "%s/k_unshuffled", T), k, inv);
     }
     k = op1(b, CT_OP_STOP_GRADIENT, ct_arena_printf(ar, "%s/k_sg", T), k);
     ct_value *lpos = reduce1(b, CT_OP_REDUCE_SUM, ct_arena_printf(ar, "%s/l_pos", T),
@@ -755,15 +797,17 @@ static ct_value *moco_pair(bld *b, const ct_method_options *o, const enc_info *e
     if (b->err) return NULL;
     ct_node *ce = emit(b, CT_OP_SOFTMAX_CROSS_ENTROPY, ct_arena_printf(ar, "%s/ce", T), 2, (ct_value *[]){logits, lab},
                        2);
-    *k_out = k;
+    /* the queue takes every rank's keys (concat_all_gather), in global batch order */
+    *k_out = kq ? op1(b, CT_OP_STOP_GRADIENT, ct_arena_printf(ar, "%s/keys_all_sg", T), kq)
+                : all_gather(b, ct_arena_printf(ar, "%s/keys_all", T), k);
     return fin(b, ce);
 }
 
 /* SupConLoss over features [V*B, D] (view-major, normalised); mask_bb [B, B]
  * (float, no gradient). Without labels mask = identity (SimCLR). */
-static ct_value *supcon_loss(bld *b, const ct_method_options *o, ct_value *cf, ct_value *mask_bb, int V)
+static ct_value *supcon_loss(bld *b, const ct_method_options *o, ct_value *cf, ct_value *mask_bb, int V, int64_t B)
 {
-    int64_t B = o->batch, N = V * B;
+    int64_t N = V * B;
     int64_t A = o->contrast_all ? N : B;
     int anchor_count = o->contrast_all ? V : 1;
     ct_value *anchor = o->contrast_all ? cf : rows(b, "supcon/anchor", cf, 0, B);
@@ -818,6 +862,69 @@ static ct_value *mean_all(bld *b, const char *name, ct_value *x)
     return fin(b, n);
 }
 
+/* ---------------------------------------------------------------- data parallel */
+
+/* The gradients averaged over the ranks, as PyTorch DDP does: AllReduce nodes
+ * of about bucket_mb MiB each, filled in the order backward produces the
+ * gradients (the last layers first), so that a bucket can go as soon as its
+ * last gradient exists. The reduced gradients replace the local ones for the
+ * optimizer and as graph outputs. */
+static ct_status allreduce_grads(ct_graph *g, ct_autodiff_result *res, int world, double bucket_mb)
+{
+    int n = res->n_grads;
+    if (n == 0) return CT_OK;
+    const int64_t cap = (int64_t)((bucket_mb > 0 ? bucket_mb : 25.0) * 1048576.0);
+    /* production order: the position of each gradient's producer */
+    int *ord = malloc(sizeof(int) * (size_t)n), *pos = malloc(sizeof(int) * (size_t)g->n_nodes + 1);
+    if (!ord || !pos) abort();
+    for (int i = 0; i < g->n_nodes; i++) pos[i] = i, g->nodes[i]->id = i;
+    for (int i = 0; i < n; i++) ord[i] = i;
+    for (int i = 1; i < n; i++) /* insertion sort: n is a few hundred at most */
+        for (int j = i; j > 0; j--) {
+            const ct_node *a = res->grads[ord[j - 1]].grad->producer, *c = res->grads[ord[j]].grad->producer;
+            int pa = a ? pos[a->id] : -1, pc = c ? pos[c->id] : -1;
+            if (pa <= pc) break;
+            int t = ord[j - 1];
+            ord[j - 1] = ord[j];
+            ord[j] = t;
+        }
+    ct_status st = CT_OK;
+    int nb = 0;
+    for (int i = 0; i < n && !st;) {
+        int j = i;
+        int64_t bytes = 0;
+        while (j < n && (j == i || bytes + (int64_t)ct_shape_numel(&res->grads[ord[j]].grad->shape) * 4 <= cap))
+            bytes += (int64_t)ct_shape_numel(&res->grads[ord[j++]].grad->shape) * 4;
+        int k = j - i;
+        ct_value **in = malloc(sizeof(ct_value *) * (size_t)k * 2);
+        if (!in) abort();
+        ct_value **out = in + k;
+        for (int q = 0; q < k; q++) {
+            ct_value *gv = res->grads[ord[i + q]].grad;
+            in[q] = gv;
+            out[q] = ct_graph_add_value(g, ct_graph_unique_name(g, ct_arena_printf(&g->arena, "%s/all_reduced", gv->name)),
+                                        CT_VALUE_TEMP, CT_DTYPE_UNDEFINED, NULL);
+        }
+        ct_node *nd = ct_graph_add_node(g, CT_OP_ALL_REDUCE,
+                                        ct_graph_unique_name(g, ct_arena_printf(&g->arena, "grad_all_reduce/bucket%d", nb++)),
+                                        k, in, k, out);
+        ct_node_set_string(g, nd, "op", "mean");
+        ct_node_set_int(g, nd, "world", world);
+        if (!(st = ct_infer_node(g, nd))) {
+            for (int q = 0; q < k; q++) {
+                for (int o = 0; o < g->n_outputs; o++)
+                    if (g->outputs[o] == in[q]) g->outputs[o] = out[q];
+                res->grads[ord[i + q]].grad = out[q];
+            }
+        }
+        free(in);
+        i = j;
+    }
+    free(ord);
+    free(pos);
+    return st;
+}
+
 /* ---------------------------------------------------------------- attach */
 
 ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_graph **train_graph)
@@ -833,6 +940,7 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
     b.g = ct_graph_new(ct_arena_printf(&e.enc->arena, "%s_%s", e.enc->name ? e.enc->name : "encoder",
                                        o->preset ? o->preset : mname[o->kind]));
     b.rng = (o->seed ^ UINT64_C(0x9E3779B97F4A7C15)) | 1;
+    b.world = o->ranks > 1 ? o->ranks : 1;
     ct_graph *g = b.g;
     g->opset = e.enc->opset;
     g->ir_version = e.enc->ir_version;
@@ -902,6 +1010,11 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
         int64_t zero = 0;
         qptr = ct_graph_add_tensor(g, "queue_ptr", CT_VALUE_STATE, CT_I64, &ps, &zero);
         ct_value *x1 = input_view(&b, &e, "view1", B), *x2 = input_view(&b, &e, "view2", B);
+        if (b.world > 1 && o->shuffle_bn) {
+            ct_shape rs = {.rank = 1, .dims = {B}};
+            b.rank_rows = ct_graph_add_value(g, "rank_rows", CT_VALUE_INPUT, CT_I64, &rs);
+            ct_graph_add_input(g, b.rank_rows);
+        }
         ct_value *k2 = NULL, *k1 = NULL;
         ct_value *l12 = moco_pair(&b, o, &e, qmap, &qh, kup, &khu, queue, x1, x2, "shuffle_perm", "moco", &k2);
         if (o->symmetric) {
@@ -927,6 +1040,18 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
         ct_value *x = concat0(&b, "views", xs, V, 0);
         ct_value *z = enc_forward(&b, &e, x, "enc", qmap);
         z = head_forward(&b, &qh, z, "head");
+        int64_t BL = B; /* this rank's batch */
+        if (b.world > 1) {
+            /* global negatives: every rank's embeddings of each view, stacked view-major as one
+             * process with the global batch would; the loss over the global batch is the same on
+             * every rank, and the gradient of each rank's rows flows back to it (ReduceScatter) */
+            ct_value *zv[16];
+            for (int v = 0; v < V; v++)
+                zv[v] = all_gather(&b, ct_arena_printf(&g->arena, "z_all/view%d", v + 1),
+                                   rows(&b, ct_arena_printf(&g->arena, "z/view%d", v + 1), z, v * B, (v + 1) * B));
+            z = concat0(&b, "z_all", zv, V, 0);
+            B *= b.world;
+        }
         z = l2norm(&b, "z", z);
         if (o->kind == CT_METHOD_SIMCLR) {
             int64_t N = 2 * B;
@@ -954,9 +1079,10 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
                 mask = ct_graph_add_value(g, "mask", CT_VALUE_INPUT, CT_F32, &ms);
                 ct_graph_add_input(g, mask);
             } else if (o->use_labels) {
-                ct_shape ls = {.rank = 1, .dims = {B}};
+                ct_shape ls = {.rank = 1, .dims = {BL}};
                 ct_value *lab = ct_graph_add_value(g, "labels", CT_VALUE_INPUT, CT_I64, &ls);
                 ct_graph_add_input(g, lab);
+                lab = all_gather(&b, "labels_all", lab);
                 ct_value *eq = op2(&b, CT_OP_EQUAL, "label_eq", reshape(&b, "labels_col", lab, (int64_t[]){B, 1}, 2),
                                    reshape(&b, "labels_row", lab, (int64_t[]){1, B}, 2));
                 ct_node *cn = emit(&b, CT_OP_CAST, "label_mask", 1, &eq, 1);
@@ -969,7 +1095,7 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
                 mask = ct_graph_add_tensor(g, "identity_mask", CT_VALUE_CONST, CT_F32, &is, id);
                 free(id);
             }
-            loss = supcon_loss(&b, o, z, mask, V);
+            loss = supcon_loss(&b, o, z, mask, V, B);
         }
         break;
     }
@@ -1032,7 +1158,7 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
         ct_graph_add_assign(g, qptr, qn->out[1]);
     }
     if (o->fuse_loss && (st = ct_fuse_loss(g, NULL))) goto fail; /* before autodiff: see fuse_loss.h */
-    ct_bn_train_options bo = {.splits = o->bn_splits, .quiet = true};
+    ct_bn_train_options bo = {.splits = o->bn_splits, .quiet = true, .sync_world = o->sync_bn ? b.world : 0};
     if ((st = ct_bn_train(g, &bo))) goto fail;
     chain_assigns(&b);
     if (b.err) {
@@ -1046,6 +1172,7 @@ ct_status ct_method_attach(ct_graph *encoder, const ct_method_options *o, ct_gra
         ct_autodiff_options ao = {.grads_as_outputs = true, .result = &res};
         if ((st = ct_autodiff(g, loss, &ao))) goto fail;
     }
+    if (b.world > 1 && !o->no_backward && (st = allreduce_grads(g, &res, b.world, o->bucket_mb))) goto fail;
     if (o->attach_optimizer && o->optimizer && !o->no_backward) {
         ct_optim_options oo;
         ct_optim_kind ok;

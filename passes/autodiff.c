@@ -402,6 +402,7 @@ ct_status ct_bn_train(ct_graph *g, const ct_bn_train_options *opt)
     if (!opt) opt = &dflt;
     int S = opt->splits ? opt->splits : 1;
     if (S < 1) return ct_errorf("bn_train: splits must be >= 1 (got %d)", S);
+    if (opt->sync_world > 1 && S != 1) return ct_errorf("bn_train: SyncBatchNorm and BatchNorm splits do not combine");
     int count = 0, trained = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         count += g->nodes[i]->op == CT_OP_BATCH_NORM;
@@ -458,6 +459,7 @@ ct_status ct_bn_train(ct_graph *g, const ct_bn_train_options *opt)
          * (0.9f gives 0.10000002, not 0.1) to six decimals. */
         ct_node_set_float(g, n, "momentum", (float)(round((1.0 - (double)onnx_m) * 1e6) / 1e6));
         ct_node_set_int(g, n, "splits", S);
+        if (opt->sync_world > 1) ct_node_set_int(g, n, "world", opt->sync_world);
         CT_TRY(ct_infer_node(g, n));
         for (int k = 0; k < 2; k++) {
             ct_value *s = k ? var : mean;

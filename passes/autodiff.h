@@ -98,6 +98,7 @@ typedef struct {
     int splits;      /* S >= 1: Split BatchNorm over S equal sub-batches */
     bool keep_eval;  /* leave every BatchNormalization node in inference form (frozen encoder) */
     bool quiet;      /* no warning for graphs without BatchNormalization */
+    int sync_world;  /* > 1: SyncBatchNorm, statistics over the global batch of this many ranks */
 } ct_bn_train_options;
 
 /* Replace each BatchNormalization node by BatchNormTrain (batch statistics,

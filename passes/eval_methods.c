@@ -1,4 +1,5 @@
-/* eval_methods.c — reference kernels for the methods' ops (QueuePush):
+/* eval_methods.c — reference kernels for the methods' ops (QueuePush, and the
+ * collectives at world 1, where each is the identity):
  * the plainest correct C, the ground truth the generated kernels are
  * compared with. */
 #include <string.h>
@@ -11,6 +12,9 @@ bool ct_eval_methods_supports(const ct_node *n)
     case CT_OP_QUEUE_PUSH:
         return n->n_in == 3 && n->in[0] && (n->in[0]->dtype == CT_F32 || n->in[0]->dtype == CT_F64) &&
                n->in[2] && n->in[2]->dtype == CT_I64;
+    case CT_OP_ALL_REDUCE: case CT_OP_ALL_GATHER: case CT_OP_REDUCE_SCATTER:
+        /* over several ranks they need the runtime's communicator */
+        return ct_node_attr_int(n, "world", 1) == 1;
     default: return false;
     }
 }
@@ -41,6 +45,11 @@ ct_status ct_eval_methods_node(const ct_node *n, const void *const *in, void *co
 {
     switch (n->op) {
     case CT_OP_QUEUE_PUSH: return eval_queue_push(n, in, out);
+    case CT_OP_ALL_REDUCE: case CT_OP_ALL_GATHER: case CT_OP_REDUCE_SCATTER:
+        for (int i = 0; i < n->n_out; i++)
+            if (out[i] && out[i] != in[i])
+                memcpy(out[i], in[i], (size_t)ct_shape_numel(&n->out[i]->shape) * ct_dtype_size(n->out[i]->dtype));
+        return CT_OK;
     default:
         return ct_errorf("node '%s' (%s): not a methods op", n->name, ct_op_table[n->op].name);
     }

@@ -34,6 +34,8 @@ static int64_t numel(const ct_value *v) { return ct_shape_numel(&v->shape); }
 bool ct_eval_train_supports(const ct_node *n)
 {
     if (ct_eval_optim_supports(n)) return true; /* optimizer ops: passes/eval_optim.c */
+    if ((n->op == CT_OP_BATCH_NORM_TRAIN || n->op == CT_OP_BATCH_NORM_GRAD) && ct_node_attr_int(n, "world", 1) > 1)
+        return false; /* SyncBatchNorm needs the other ranks: the runtime's communicator */
     switch (n->op) {
     case CT_OP_STOP_GRADIENT:
         return n->in[0]->dtype == n->out[0]->dtype; /* a copy, any dtype */

@@ -543,7 +543,10 @@ ct_status ct_grad_batch_norm_train(ct_grad_ctx *c, const ct_node *n, ct_value *c
         if (dout[i]) return ct_grad_fail(c, n, "only Y can be differentiated (output %d is used by the loss)", i);
     ct_value *in[5] = {dout[0], n->in[0], n->in[1], n->out[1], n->out[2]};
     ct_node *b = ct_grad_emit(c, CT_OP_BATCH_NORM_GRAD, 5, in, 3);
-    if (b) ct_node_set_int(G, b, "splits", ct_node_attr_int(n, "splits", 1));
+    if (b) {
+        ct_node_set_int(G, b, "splits", ct_node_attr_int(n, "splits", 1));
+        if (ct_node_attr_int(n, "world", 1) > 1) ct_node_set_int(G, b, "world", ct_node_attr_int(n, "world", 1));
+    }
     if (!ct_grad_finish(c, b)) return CT_OK;
     for (int i = 0; i < 3; i++) din[i] = b->out[i];
     return CT_OK;
@@ -892,4 +895,30 @@ ct_status ct_grad_softmax_cross_entropy(ct_grad_ctx *c, const ct_node *n, ct_val
     }
     din[0] = d;
     return CT_OK;
+}
+
+/* The collectives' gradients are their transposes over the ranks: AllGather's is
+ * ReduceScatter (every rank's gradient of a block of gathered rows, summed, back
+ * to the rank that owns the block) and ReduceScatter's is AllGather. keeps: nothing */
+static ct_status grad_transposed_collective(ct_grad_ctx *c, const ct_node *n, ct_value *const *dout, ct_value **din,
+                                            ct_op op)
+{
+    ct_node *r = ct_grad_emit(c, op, 1, dout, 1);
+    if (r) ct_node_set_int(G, r, "world", ct_node_attr_int(n, "world", 1));
+    din[0] = ct_grad_finish(c, r);
+    return CT_OK;
+}
+
+ct_status ct_grad_all_gather(ct_grad_ctx *c, const ct_node *n, ct_value *const *dout, const bool *need,
+                             ct_value **din)
+{
+    (void)need;
+    return grad_transposed_collective(c, n, dout, din, CT_OP_REDUCE_SCATTER);
+}
+
+ct_status ct_grad_reduce_scatter(ct_grad_ctx *c, const ct_node *n, ct_value *const *dout, const bool *need,
+                                 ct_value **din)
+{
+    (void)need;
+    return grad_transposed_collective(c, n, dout, din, CT_OP_ALL_GATHER);
 }

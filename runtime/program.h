@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 /* Bumped whenever the structs below change. */
-#define CT_PROGRAM_ABI 3 /* 2: the device fields at the end of ct_program_desc; 3: the profile */
+#define CT_PROGRAM_ABI 4 /* 2: the device fields at the end of ct_program_desc; 3: the profile; 4: world, comm */
 #define CT_PROGRAM_MAX_RANK 8
 #define CT_PROGRAM_SYMBOL "ct_program"
 
@@ -56,6 +56,26 @@ typedef struct {
     int64_t nbytes;
 } ct_tensor_desc;
 
+/* ABI 4: the communicator of a data-parallel program (the collectives of
+ * ir/ops.def), set by the runtime before the first forward(): rank r of
+ * world ranks. Each call is a collective every rank makes in the same order;
+ * buffers are host memory for C programs. A failure does not return (the
+ * runtime reports it and ends the process). */
+typedef struct ct_comm {
+    int rank, world;
+    void *ctx;
+    /* out[i] = sum over ranks of in[i] (counts[i] floats each), times scale;
+     * out[i] may be in[i]. The n tensors travel as one message (a bucket). */
+    void (*allreduce_f32)(void *ctx, int n, const float *const *in, float *const *out, const int64_t *counts,
+                          float scale);
+    /* buf = the sum over ranks of buf, in place (n doubles). */
+    void (*allreduce_f64)(void *ctx, double *buf, int64_t n);
+    /* recv = every rank's send (bytes each) in rank order. */
+    void (*allgather)(void *ctx, const void *send, void *recv, int64_t bytes);
+    /* recv (n floats) = block `rank` of the sum over ranks of send (world*n floats). */
+    void (*reduce_scatter_f32)(void *ctx, const float *send, float *recv, int64_t n);
+} ct_comm;
+
 typedef struct {
     int abi;                /* CT_PROGRAM_ABI */
     const char *name;       /* the graph's name */
@@ -100,6 +120,10 @@ typedef struct {
      * state; a C program keeps data derived from constant weights (packed
      * convolution weights) only while it is unchanged. NULL: none kept. */
     int64_t *state_generation;
+    /* ABI 4: the number of ranks the program was compiled for (0 or 1: a
+     * single process), and where the runtime puts its communicator. */
+    int world;
+    const ct_comm **comm;
 } ct_program_desc;
 
 #endif

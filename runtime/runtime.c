@@ -13,6 +13,7 @@ struct ct_rt_program {
     void *so;
     const ct_program_desc *desc;
     void *arena;   /* desc->arena_bytes */
+    bool poison;   /* CONTRA_POISON_ARENA: fill the arena with NaNs before each step */
     void *persist; /* desc->persist_bytes, initialised from params.bin */
     bool *bound;   /* per input: set at least once */
     /* device programs (ABI 2, CT_PT_DEVICE_CUDA): arena/persist above are host
@@ -75,6 +76,10 @@ ct_status ct_rt_program_load(const char *dir, ct_rt_program **out)
         goto fail;
     }
     memset(p->arena, 0, (size_t)p->desc->arena_bytes);
+    {
+        const char *pz = getenv("CONTRA_POISON_ARENA");
+        p->poison = pz && *pz && strcmp(pz, "0") != 0;
+    }
     snprintf(path, sizeof path, "%s/params.bin", dir);
     f = fopen(path, "rb");
     if (!f) {
@@ -221,6 +226,9 @@ ct_status ct_rt_program_launch(ct_rt_program *p)
         if (!p->bound[i]) return ct_errorf("input '%s' was not given", p->desc->tensors[p->desc->inputs[i]].name);
     const ct_program_desc *d = p->desc;
     if (!on_device(p)) {
+        /* CONTRA_POISON_ARENA=1: NaNs in the arena before each step, so that a kernel that reads
+         * what no kernel of this step wrote shows up (a debugging aid; tests use it) */
+        if (p->poison) memset(p->arena, 0xff, (size_t)d->arena_bytes);
         d->forward(p->arena, p->persist);
         return CT_OK;
     }
@@ -336,4 +344,16 @@ void ct_rt_program_profile_report(const ct_rt_program *p, FILE *out, int64_t cal
                 total > 0 ? 100 * cum / total : 0, d->profile_names[order[k]]);
     }
     free(order);
+}
+
+int ct_rt_program_world(const ct_rt_program *p)
+{
+    const ct_program_desc *d = p->desc;
+    return d->abi >= 4 && d->world > 1 ? d->world : 1;
+}
+
+void ct_rt_program_set_comm(ct_rt_program *p, const ct_comm *comm)
+{
+    const ct_program_desc *d = p->desc;
+    if (d->abi >= 4 && d->comm) *d->comm = comm;
 }

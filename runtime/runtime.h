@@ -49,6 +49,11 @@ ct_status ct_rt_program_stage(ct_rt_program *p);
  * data it derived from weights (packed convolution weights) is stale. */
 ct_status ct_rt_program_sync_host(ct_rt_program *p);
 void ct_rt_program_state_changed(ct_rt_program *p);
+/* Data-parallel programs (ABI 4): the ranks the program was compiled for
+ * (1 for any other), and the communicator its collectives call; set it
+ * before the first step. */
+int ct_rt_program_world(const ct_rt_program *p);
+void ct_rt_program_set_comm(ct_rt_program *p, const ct_comm *comm);
 /* Thread count for the program's loops and BLAS (n > 0). */
 void ct_rt_program_set_threads(ct_rt_program *p, int n);
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "dist.h"
 #include "feature_extract.h"
 #include "frontend.h"
 #include "knn.h"
@@ -56,6 +57,7 @@ static void usage(FILE *f, const trainer_meta *m)
             "  --view-labels Y.npy  int64 [S] labels for --views (SupCon)\n"
             "  --perm P.npy       int64 [steps, B] (or [steps, 2, B] with the symmetric\n"
             "                     loss) shuffle-BN permutations; default: drawn from --seed\n"
+            "                     (data-parallel: of the global batch, ranks x B)\n"
             "\n"
             "Schedule:\n"
             "  --epochs E         passes over the data (default: the preset's, %s)\n"
@@ -92,6 +94,16 @@ static void usage(FILE *f, const trainer_meta *m)
             "  --time-steps       print 'time S SECONDS' per step\n"
             "  --profile N        time every node of the compiled step from the second step\n"
             "                     on and print the N slowest at the end (stderr)\n"
+            "\n"
+            "Data parallel (a trainer compiled with --ranks N):\n"
+            "  mpirun -np N ./trainer ...  runs N ranks; each takes its block of B rows of\n"
+            "                     every global batch of N*B (same order and augmentations\n"
+            "                     as one process with batch N*B); rank 0 writes the run\n"
+            "                     folder and checkpoints (BatchNorm statistics averaged\n"
+            "                     over the ranks); a checkpoint resumes on another number\n"
+            "                     of ranks that keeps the global batch\n"
+            "  --dist-timeout S   a rank waiting more than S seconds (default 300) in a\n"
+            "                     collective of the step ends the job, naming itself\n"
             "  -h, --help         this help\n",
             trainer_meta_get(m, "method", "?"), trainer_meta_get(m, "preset", "?"), trainer_meta_get(m, "batch", "?"),
             trainer_meta_get(m, "augment", "?"), trainer_meta_get(m, "epochs", "?"),
@@ -106,7 +118,7 @@ typedef struct {
     long long limit, val_limit, epochs, steps, batch, warmup, ckpt_every, knn_every, knn_k;
     int workers, threads;
     uint64_t seed;
-    double lr, knn_t, max_bad;
+    double lr, knn_t, max_bad, dist_timeout;
     bool time_steps, knn_init;
     int profile; /* --profile N: the N slowest nodes, 0: off */
 } topts;
@@ -174,8 +186,10 @@ typedef struct {
     const ct_program_desc *d;
     int n_views;
     int view_idx[CT_LOADER_MAX_VIEWS];
-    int labels_idx, perm_idx[2], mom_idx, lr_idx, loss_idx;
+    int labels_idx, perm_idx[2], mom_idx, lr_idx, loss_idx, rank_rows_idx;
     int64_t B;
+    ct_dist *dist; /* the ranks (a world of 1 without mpirun) */
+    int rank, world;
     char fingerprint[32];
 } step_prog;
 
@@ -235,6 +249,7 @@ static ct_status step_prog_open(const char *dir, const trainer_meta *m, step_pro
     FIND(mom_idx, "momentum_input");
     FIND(lr_idx, "lr");
     FIND(loss_idx, "loss");
+    FIND(rank_rows_idx, "rank_rows");
 #undef FIND
     if (sp->n_views < 1 || sp->lr_idx < 0 || sp->loss_idx < 0 || sp->B <= 0)
         return ct_errorf("%s/trainer.txt is incomplete (views, lr, loss, batch)", dir);
@@ -284,8 +299,28 @@ static int state_tensors(step_prog *sp, ct_ckpt_tensor *t, int cap)
     return n;
 }
 
+/* State the ranks hold differently (BatchNorm running statistics without
+ * SyncBN: each rank's from its own batches) becomes its mean over the ranks,
+ * as MoCo's SplitBatchNorm stores the mean of its splits' statistics; every
+ * rank calls it at the same point. */
+static ct_status dist_average_state(step_prog *sp)
+{
+    if (sp->world < 2) return CT_OK;
+    CT_TRY(ct_rt_program_sync_host(sp->p));
+    bool changed = false;
+    for (int i = 0; i < sp->d->n_tensors; i++) {
+        const ct_tensor_desc *t = &sp->d->tensors[i];
+        if (t->kind != CT_PT_STATE || t->dtype != CT_PT_FLOAT) continue;
+        changed |= ct_dist_average_if_differs(sp->dist, ct_rt_program_tensor(sp->p, i), t->nbytes / 4);
+    }
+    if (changed) ct_rt_program_state_changed(sp->p);
+    return CT_OK;
+}
+
 static ct_status checkpoint_write(step_prog *sp, const char *rundir, int64_t step, uint64_t seed, int64_t total)
 {
+    CT_TRY(dist_average_state(sp));
+    if (sp->rank != 0) return CT_OK; /* rank 0 writes */
     CT_TRY(ct_rt_program_sync_host(sp->p));
     int cap = sp->d->n_tensors;
     ct_ckpt_tensor *t = calloc((size_t)cap + 1, sizeof *t);
@@ -521,25 +556,31 @@ static ct_status feed_inputs(feeder *f, int64_t s)
         if (sp->labels_idx >= 0)
             memcpy(ct_rt_program_tensor(sp->p, sp->labels_idx), bt->labels, sizeof(int64_t) * (size_t)B);
     } else {
-        int64_t S = f->vnp[0].dims[0];
+        /* rank r of W takes rows r*B .. r*B+B-1 of the global batch of W*B */
+        int64_t S = f->vnp[0].dims[0], GB = B * sp->world, r0 = s * GB + sp->rank * B;
         size_t per = f->view_bytes / (size_t)B;
         for (int v = 0; v < sp->n_views; v++) {
             char *dst = ct_rt_program_tensor(sp->p, sp->view_idx[v]);
             for (int64_t b = 0; b < B; b++)
-                memcpy(dst + (size_t)b * per, (char *)f->vnp[v].data + (size_t)((s * B + b) % S) * per, per);
+                memcpy(dst + (size_t)b * per, (char *)f->vnp[v].data + (size_t)((r0 + b) % S) * per, per);
         }
         if (sp->labels_idx >= 0) {
             int64_t *lb = ct_rt_program_tensor(sp->p, sp->labels_idx);
-            for (int64_t b = 0; b < B; b++) lb[b] = ((int64_t *)f->ylab->data)[(s * B + b) % S];
+            for (int64_t b = 0; b < B; b++) lb[b] = ((int64_t *)f->ylab->data)[(r0 + b) % S];
         }
     }
     for (int w = 0; w < 2; w++) {
         if (sp->perm_idx[w] < 0) continue;
+        /* a permutation of the global batch, drawn by rank 0 and broadcast */
+        const int64_t PB = B * sp->world;
         int64_t *dst = ct_rt_program_tensor(sp->p, sp->perm_idx[w]);
-        if (f->o->perm)
-            memcpy(dst, (int64_t *)f->pnp->data + (size_t)(s * (f->pnp->rank == 3 ? 2 : 1) + w) * (size_t)B,
-                   sizeof(int64_t) * (size_t)B);
-        else draw_perm(f->o->seed, s, w, dst, B);
+        if (sp->rank == 0) {
+            if (f->o->perm)
+                memcpy(dst, (int64_t *)f->pnp->data + (size_t)(s * (f->pnp->rank == 3 ? 2 : 1) + w) * (size_t)PB,
+                       sizeof(int64_t) * (size_t)PB);
+            else draw_perm(f->o->seed, s, w, dst, PB);
+        }
+        ct_dist_bcast(sp->dist, dst, (int64_t)sizeof(int64_t) * PB, 0);
     }
     *(float *)ct_rt_program_tensor(sp->p, sp->lr_idx) = (float)ct_schedule_lr(f->sc, s);
     if (sp->mom_idx >= 0) /* BYOL: tau = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 */
@@ -551,7 +592,7 @@ static ct_status feed_inputs(feeder *f, int64_t s)
 int trainer_method_main(int argc, char **argv, const char *dir, const trainer_meta *m)
 {
     topts o = {.out = "run", .progress = "auto", .workers = 2, .lr = NAN, .knn_t = 0.1, .knn_k = 200,
-               .knn_every = 1, .epochs = -1, .steps = -1, .max_bad = 0.01};
+               .knn_every = 1, .epochs = -1, .steps = -1, .max_bad = 0.01, .dist_timeout = 300};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
@@ -591,13 +632,15 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
             else if (!strcmp(a, "--threads")) o.threads = (int)x;
             else if (!strcmp(a, "--profile")) o.profile = x > 1000000 ? 1000000 : (int)x;
             else o.seed = (uint64_t)x;
-        } else if (has && (!strcmp(a, "--lr") || !strcmp(a, "--knn-t") || !strcmp(a, "--max-bad"))) {
+        } else if (has && (!strcmp(a, "--lr") || !strcmp(a, "--knn-t") || !strcmp(a, "--max-bad") ||
+                           !strcmp(a, "--dist-timeout"))) {
             if (!num_arg(argv[++i], &v)) {
                 fprintf(stderr, "trainer: %s needs a number, got '%s'\n", a, argv[i]);
                 return 2;
             }
             if (!strcmp(a, "--lr")) o.lr = v;
             else if (!strcmp(a, "--knn-t")) o.knn_t = v;
+            else if (!strcmp(a, "--dist-timeout")) o.dist_timeout = v;
             else o.max_bad = v;
         } else {
             fprintf(stderr, "trainer: unknown or incomplete option '%s'\n", a);
@@ -613,6 +656,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     else if (!(o.knn_t > 0)) err = "--knn-t must be > 0";
     else if (o.workers < 1) err = "--workers must be at least 1";
     else if (!(o.max_bad >= 0 && o.max_bad <= 1)) err = "--max-bad must be in [0, 1]";
+    else if (!(o.dist_timeout > 0)) err = "--dist-timeout must be > 0 seconds";
     else if (strcmp(o.progress, "auto") && strcmp(o.progress, "plain") && strcmp(o.progress, "none"))
         err = "--progress must be auto, plain or none";
     if (err) {
@@ -632,6 +676,29 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     bool prog_on = false;
     int64_t *perm = NULL;
     if ((st = step_prog_open(dir, m, &sp))) goto out;
+    if ((st = ct_dist_init(&sp.dist))) goto out;
+    sp.rank = ct_dist_rank(sp.dist), sp.world = ct_dist_world(sp.dist);
+    {
+        int pw = ct_rt_program_world(sp.p);
+        if (pw > 1 && sp.world == 1) {
+            st = ct_errorf("this trainer was compiled for %d ranks (--ranks %d): start it with mpirun -np %d %s ...",
+                           pw, pw, pw, argv[0]);
+            goto out;
+        }
+        if (pw != sp.world) {
+            st = ct_errorf("started as %d ranks, but this trainer was compiled for %d; recompile with --ranks %d "
+                           "(and --batch %lld to keep the global batch of %lld)",
+                           sp.world, pw, sp.world, (long long)(sp.B * pw / sp.world), (long long)(sp.B * pw));
+            goto out;
+        }
+        ct_rt_program_set_comm(sp.p, ct_dist_comm(sp.dist));
+        if (sp.rank_rows_idx >= 0) { /* this rank's rows of the global batch (shuffle BN across ranks) */
+            int64_t *rr = ct_rt_program_tensor(sp.p, sp.rank_rows_idx);
+            for (int64_t i = 0; i < sp.B; i++) rr[i] = sp.rank * sp.B + i;
+        }
+        ct_dist_watch(sp.dist, o.dist_timeout);
+        if (sp.rank != 0) o.progress = "none", o.time_steps = false, o.profile = 0; /* rank 0 reports */
+    }
     if (o.threads > 0) {
         ct_rt_program_set_threads(sp.p, o.threads);
         ct_rt_program_set_threads(sp.feat, o.threads);
@@ -662,13 +729,14 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         cfg.seed = o.seed;
         cfg.channels = C;
         cfg.max_bad_fraction = o.max_bad;
+        cfg.shards = sp.world, cfg.shard_rank = sp.rank;
         if ((st = open_source(o.data, o.data_labels, o.limit, &cfg, &train))) goto out;
         if (o.limit > 0 && is_dir(o.data))
             fprintf(stderr, "trainer: note: --limit applies to IDX files; the folder %s is used whole\n", o.data);
         per_epoch = ct_loader_batches_per_epoch(train);
         if (per_epoch < 1) {
             st = ct_errorf("%s: %lld images, fewer than one batch of %lld", o.data, (long long)ct_loader_size(train),
-                           (long long)B);
+                           (long long)(B * sp.world));
             goto out;
         }
         if (sp.labels_idx >= 0 && ct_loader_n_classes(train) < 1) {
@@ -676,7 +744,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
                            trainer_meta_get(m, "method", ""));
             goto out;
         }
-        if (o.val && o.knn_every > 0) {
+        if (o.val && o.knn_every > 0 && sp.rank == 0) { /* rank 0 monitors */
             ct_loader_config ec;
             if ((e = ct_loader_config_preset(&ec, "eval", 1, H, (int)B))) {
                 st = from_data(e);
@@ -730,16 +798,18 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
                 goto out;
             }
         }
-        per_epoch = vnp[0].dims[0] / B > 0 ? vnp[0].dims[0] / B : 1;
+        per_epoch = vnp[0].dims[0] / (B * sp.world) > 0 ? vnp[0].dims[0] / (B * sp.world) : 1;
     }
     if (o.perm) {
         if ((st = ct_npy_read(o.perm, &pnp))) goto out;
         int np = sp.perm_idx[1] >= 0 ? 2 : 1;
-        bool ok = pnp.dtype == CT_PT_INT64 && ((np == 1 && pnp.rank == 2 && pnp.dims[1] == B) ||
-                                               (np == 2 && pnp.rank == 3 && pnp.dims[1] == 2 && pnp.dims[2] == B));
+        const int64_t PB = B * sp.world;
+        bool ok = pnp.dtype == CT_PT_INT64 && ((np == 1 && pnp.rank == 2 && pnp.dims[1] == PB) ||
+                                               (np == 2 && pnp.rank == 3 && pnp.dims[1] == 2 && pnp.dims[2] == PB));
         if (!ok || sp.perm_idx[0] < 0) {
-            st = ct_errorf("%s: %s", o.perm, sp.perm_idx[0] < 0 ? "this trainer has no shuffle BN"
-                                                                : "expected int64 [steps, B] (symmetric: [steps, 2, B])");
+            st = ct_errorf("%s: %s%s", o.perm, sp.perm_idx[0] < 0 ? "this trainer has no shuffle BN"
+                                                                 : "expected int64 [steps, B] (symmetric: [steps, 2, B])",
+                           sp.world > 1 && sp.perm_idx[0] >= 0 ? " with B the global batch of all ranks" : "");
             goto out;
         }
     }
@@ -779,15 +849,15 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     double ema_base = atof(trainer_meta_get(m, "ema", "0.99"));
 
     /* --------------------------------------------------- run folder, resume */
-    if ((st = trainer_mkdirs(o.out))) goto out;
+    if (sp.rank == 0 && (st = trainer_mkdirs(o.out))) goto out;
     /* temporaries of files an earlier, killed run was writing here */
-    for (int f = 0; f < 4; f++) {
+    for (int f = 0; f < 4 && sp.rank == 0; f++) {
         static const char *const files[] = {"checkpoint.safetensors", "loss.svg", "knn.svg", "metrics.jsonl"};
         char tpath[4200];
         snprintf(tpath, sizeof tpath, "%s/%s", o.out, files[f]);
         ct_ckpt_remove_stale_temps(tpath);
     }
-    int64_t step = 0;
+    int64_t step = 0, first_step = 0;
     if (o.resume) {
         if ((st = checkpoint_read(&sp, o.resume, o.seed, &step))) goto out;
         if (step > total) {
@@ -796,7 +866,8 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
             goto out;
         }
     }
-    {
+    first_step = step;
+    if (sp.rank == 0) {
         ct_train_err e = ct_metrics_open(o.out, o.resume ? step : -1, &metrics);
         if (e) {
             st = from_train(e);
@@ -813,11 +884,13 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     FILE *pf = stderr;
     if (show) {
         ct_progress_init(&prog, pf, !strcmp(o.progress, "plain") ? 0 : -1, per_epoch >= 20 ? per_epoch / 10 : 1,
-                         total, B * sp.n_views, step);
+                         total, B * sp.n_views * sp.world, step);
         prog_on = true;
-        ct_progress_note(&prog, "trainer: %s (%s), %lld steps (%lld per epoch), batch %lld x %d views, lr %g (%s)%s",
+        char ranks_s[64] = "";
+        if (sp.world > 1) snprintf(ranks_s, sizeof ranks_s, " on each of %d ranks", sp.world);
+        ct_progress_note(&prog, "trainer: %s (%s), %lld steps (%lld per epoch), batch %lld x %d views%s, lr %g (%s)%s",
                          trainer_meta_get(m, "method", ""), trainer_meta_get(m, "preset", ""), (long long)total,
-                         (long long)per_epoch, (long long)B, sp.n_views, lr, sched,
+                         (long long)per_epoch, (long long)B, sp.n_views, ranks_s, lr, sched,
                          o.resume ? ", resumed" : "");
     }
     if (o.knn_init && val && !o.resume) {
@@ -827,6 +900,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         if (prog_on) ct_progress_note(&prog, "kNN accuracy at initialisation: %.2f%%", 100 * acc);
         else printf("knn_init %.6f\n", acc);
     }
+    if (o.knn_init && !o.resume) ct_dist_barrier(sp.dist); /* the other ranks wait for rank 0's kNN */
 
     perm = malloc(sizeof *perm * (size_t)B * 2);
     if (!perm) abort();
@@ -843,6 +917,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         double t0 = now_s();
         if (epoch != stats_epoch) stats_epoch = epoch, epoch_loss = 0, epoch_n = 0, t_epoch = now_s();
         double cur_lr = ct_schedule_lr(&sc, step);
+        ct_dist_set_step(sp.dist, step);
         if ((st = ct_rt_program_launch(sp.p))) goto out;
         /* the next step's batch while this one runs (on a device; a C program has finished it already) */
         if (step + 1 < total && (st = feed_inputs(&fd, step + 1))) goto out;
@@ -850,7 +925,15 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         if (profiling) profiled++;
         step++;
         if (o.profile && !profiling) profiling = ct_rt_program_profile_start(sp.p); /* from the second step on */
-        double loss = *(const float *)ct_rt_program_tensor(sp.p, sp.loss_idx), t1 = now_s();
+        double loss = *(const float *)ct_rt_program_tensor(sp.p, sp.loss_idx);
+        if (sp.world > 1) {
+            /* the global batch's loss (the mean of the ranks'), and a stop signal any rank got */
+            double v[2] = {loss, g_stop ? 1.0 : 0.0};
+            ct_dist_sum_f64(sp.dist, v, 2);
+            loss = v[0] / sp.world;
+            if (v[1] > 0 && !g_stop) g_stop = SIGTERM;
+        }
+        double t1 = now_s();
         if (!isfinite(loss)) {
             st = ct_errorf("step %lld: the loss is %g (lower --lr?); the last checkpoint is kept", (long long)step, loss);
             goto out;
@@ -859,9 +942,9 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         if (o.time_steps) printf("time %lld %.9f\n", (long long)step, t1 - t0);
         if (o.views && show) printf("step %lld lr %.9g loss %.9g\n", (long long)step, cur_lr, loss);
         else if (prog_on) ct_progress_update(&prog, epoch + 1, total / per_epoch + (total % per_epoch != 0), step, loss, cur_lr);
-        ct_metrics_log_step(metrics, epoch + 1, step, loss, cur_lr, (double)(B * sp.n_views) / (t1 - t0));
+        if (metrics) ct_metrics_log_step(metrics, epoch + 1, step, loss, cur_lr, (double)(B * sp.n_views * sp.world) / (t1 - t0));
         bool epoch_end = step % per_epoch == 0 || step == total;
-        if (epoch_end && train && ct_loader_bad_count(train) > bad_seen) {
+        if (epoch_end && train && sp.rank == 0 && ct_loader_bad_count(train) > bad_seen) {
             /* unreadable images are skipped (replaced within the batch); say so once per epoch */
             const char *msgs[CT_LOADER_MAX_BAD_REPORTED];
             int nm = ct_loader_bad_reported(train, msgs, CT_LOADER_MAX_BAD_REPORTED);
@@ -880,9 +963,11 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
             if (val && o.knn_every > 0 && ((epoch + 1) % o.knn_every == 0 || step == total)) {
                 if ((st = knn_eval(&sp, m, bank, val, &o, &acc))) goto out;
             }
-            ct_metrics_log_epoch(metrics, epoch + 1, step, epoch_loss / (double)(epoch_n ? epoch_n : 1), acc,
-                                 now_s() - t_epoch);
-            ct_metrics_write_curves(metrics);
+            if (metrics) {
+                ct_metrics_log_epoch(metrics, epoch + 1, step, epoch_loss / (double)(epoch_n ? epoch_n : 1), acc,
+                                     now_s() - t_epoch);
+                ct_metrics_write_curves(metrics);
+            }
             if (prog_on) {
                 if (isnan(acc))
                     ct_progress_note(&prog, "epoch %lld: mean loss %.4f", (long long)epoch + 1,
@@ -892,9 +977,10 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
                                      epoch_loss / (double)(epoch_n ? epoch_n : 1), 100 * acc);
             }
         }
-        if (o.data && (epoch_end || (o.ckpt_every && step % o.ckpt_every == 0)) &&
+        if (((o.data && epoch_end) || (o.ckpt_every && step % o.ckpt_every == 0)) &&
             (st = checkpoint_write(&sp, o.out, step, o.seed, total)))
             goto out;
+        if (epoch_end) ct_dist_barrier(sp.dist); /* the other ranks wait for rank 0's kNN and checkpoint */
     }
     if (g_stop) {
         if ((st = checkpoint_write(&sp, o.out, step, o.seed, total))) goto out;
@@ -906,8 +992,14 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         goto out;
     }
     if (prog_on) ct_progress_end(&prog);
-    if (o.views && o.ckpt_every && (st = checkpoint_write(&sp, o.out, step, o.seed, total))) goto out;
+    if (o.views && o.ckpt_every && step % o.ckpt_every && (st = checkpoint_write(&sp, o.out, step, o.seed, total)))
+        goto out;
     fflush(stdout);
+    if (o.save && (st = dist_average_state(&sp))) goto out;
+    if (sp.world > 1 && sp.rank == 0 && show && step > 0)
+        fprintf(stderr, "trainer: %d ranks: each sent %.3f MiB per step into the collectives of the step\n", sp.world,
+                (double)ct_dist_bytes(sp.dist) / 1048576.0 / (double)(step - first_step));
+    if (sp.rank != 0) goto out; /* rank 0 writes */
     if (o.save && (st = save_all(sp.p, o.save))) goto out;
     if (profiling) ct_rt_program_profile_report(sp.p, stderr, profiled, o.profile);
     if (o.embed && (st = embed(&sp, m, o.embed))) goto out;
@@ -927,9 +1019,13 @@ out:
     ct_npy_free(&pnp);
     step_prog_close(&sp);
     if (st) {
-        fprintf(stderr, "trainer: %s\n", ct_status_msg(st));
+        if (sp.world > 1) fprintf(stderr, "trainer: rank %d of %d: %s\n", sp.rank, sp.world, ct_status_msg(st));
+        else fprintf(stderr, "trainer: %s\n", ct_status_msg(st));
         ct_status_free(st);
+        ct_dist_abort(sp.dist, 1); /* the other ranks may wait in a collective: end the job */
+        ct_dist_finalize(sp.dist);
         return 1;
     }
+    ct_dist_finalize(sp.dist);
     return g_stop ? 128 + (int)g_stop : 0;
 }

@@ -73,6 +73,18 @@ static void usage(FILE *f)
             "  --dataset-size N  for the coherence warnings (queue larger than the data)\n"
             "  --seed S       initialisation of heads and queue (default 0)\n"
             "\n"
+            "Data-parallel training (run the trainer with mpirun -np N; see the README):\n"
+            "  --ranks N      compile one rank of N: --batch is per rank, gradients are\n"
+            "                 averaged over the ranks, MoCo's keys of all ranks enter the\n"
+            "                 queue, shuffle BN shuffles the global batch across ranks\n"
+            "                 (BatchNorm splits 1 unless --bn-splits is given), SimCLR\n"
+            "                 and SupCon take their negatives from every rank\n"
+            "  --sync-bn      SyncBatchNorm: statistics over the global batch (instead of\n"
+            "                 shuffle BN); N ranks x batch B then compute what one\n"
+            "                 process with batch N*B does\n"
+            "  --bucket-mb M  gradient all-reduce bucket size in MiB (default 25)\n"
+
+            "\n"
             "  --show-preset  print the resolved options and exit\n"
             "  --cc CC        C compiler command (default: $CC, else cc)\n"
             "  --target c|cuda|cuda-emu   backend (default c; see 'contra compile --help')\n"
@@ -130,7 +142,9 @@ static int write_meta(FILE *f, const ct_method_options *o, const ct_graph *g, co
         else if (!strcmp(n, "mask")) fprintf(f, "mask mask\n");
         else if (!strcmp(n, "momentum")) fprintf(f, "momentum_input momentum\n");
         else if (!strcmp(n, "lr")) fprintf(f, "lr lr\n");
+        else if (!strcmp(n, "rank_rows")) fprintf(f, "rank_rows rank_rows\n");
     }
+    fprintf(f, "ranks %d\nsync_bn %s\n", o->ranks > 1 ? o->ranks : 1, o->sync_bn ? "yes" : "no");
     fprintf(f, "loss %s\noptimizer %s\nbase_lr %.9g\nweight_decay %.9g\n", g->outputs[0]->name, o->optimizer, o->lr, o->weight_decay);
     fprintf(f, "epochs %d\nschedule %s\nlr_final %.9g\n", o->epochs, o->schedule ? o->schedule : "constant",
             o->lr_final);
@@ -161,6 +175,7 @@ static void show_options(const ct_method_options *o)
            o->momentum_input ? " (cosine to 1)" : "");
     printf("shuffle_bn %s\nbn_splits %d\nsymmetric %s\n", o->shuffle_bn ? "yes" : "no", o->bn_splits,
            o->symmetric ? "yes" : "no");
+    printf("ranks %d\nsync_bn %s\n", o->ranks > 1 ? o->ranks : 1, o->sync_bn ? "yes" : "no");
     printf("optimizer %s\nlr %g\nmomentum %g\nweight_decay %g\nepochs %d\nschedule %s\naugment %s\n",
            o->optimizer, o->lr, o->opt_momentum, o->weight_decay, o->epochs, o->schedule, o->augment);
 }
@@ -315,7 +330,7 @@ int cmd_compile_method(int argc, char **argv)
 {
     const char *model = NULL, *bundled = NULL, *outdir = NULL, *method = NULL, *preset = NULL;
     cli_compile_options copt = {.verbose = true};
-    bool show = false;
+    bool show = false, sync_bn = false, splits_given = false;
     int channels = 0;
     int64_t size = 0;
     /* first pass: the preset, so the overrides apply on top of it */
@@ -344,7 +359,7 @@ int cmd_compile_method(int argc, char **argv)
         }
     }
     static const char *const flags[] = {"--symmetric", "--shuffle-bn", "--no-shuffle-bn", "--labels", "--no-labels",
-                                        "--no-momentum", "--show-preset", "-q", "--quiet", "--tf32", NULL};
+                                        "--no-momentum", "--show-preset", "-q", "--quiet", "--tf32", "--sync-bn", NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool is_flag = false;
@@ -358,6 +373,7 @@ int cmd_compile_method(int argc, char **argv)
             else if (!strcmp(a, "--no-momentum")) o.use_momentum = false;
             else if (!strcmp(a, "--show-preset")) show = true;
             else if (!strcmp(a, "--tf32")) copt.tf32 = true;
+            else if (!strcmp(a, "--sync-bn")) sync_bn = true;
             else copt.verbose = false;
             continue;
         }
@@ -428,6 +444,13 @@ int cmd_compile_method(int argc, char **argv)
         } else if (!strcmp(a, "--bn-splits")) {
             NEED(int_ok && x >= 1, "a positive integer");
             o.bn_splits = (int)x;
+            splits_given = true;
+        } else if (!strcmp(a, "--ranks")) {
+            NEED(int_ok && x >= 1 && x <= 65536, "an integer in [1, 65536]");
+            o.ranks = (int)x;
+        } else if (!strcmp(a, "--bucket-mb")) {
+            NEED(num_ok && x > 0 && x <= 65536, "a size in MiB in (0, 65536]");
+            o.bucket_mb = x;
         } else if (!strcmp(a, "--epochs")) {
             NEED(int_ok && x >= 1 && x <= 1e6, "a positive integer");
             o.epochs = (int)x;
@@ -456,6 +479,19 @@ int cmd_compile_method(int argc, char **argv)
             return 2;
         }
 #undef NEED
+    }
+    if (sync_bn) {
+        if (o.ranks < 2) {
+            fprintf(stderr, "contra compile: --sync-bn needs --ranks N with N > 1\n");
+            return 2;
+        }
+        o.sync_bn = true, o.shuffle_bn = false;
+        if (!splits_given) o.bn_splits = 1;
+    }
+    if (o.ranks > 1 && !splits_given) o.bn_splits = 1; /* shuffle BN spans the ranks instead */
+    if (o.ranks > 1 && copt.target != CLI_TARGET_C) {
+        fprintf(stderr, "contra compile: --ranks: data-parallel trainers are built for --target c\n");
+        return 2;
     }
     if (show) {
         show_options(&o);

@@ -228,10 +228,15 @@ static ct_data_err loader_finish_open(ct_loader *l)
     for (int v = 0; v < cfg->n_views; v++)
         if (cfg->views[v].size_h < 1 || cfg->views[v].size_w < 1)
             return ct_data_errorf("view %d has no output size", v);
-    if (cfg->drop_last && l->n < cfg->batch)
-        return ct_data_errorf("%lld samples make no full batch of %d", (long long)l->n, cfg->batch);
+    const int64_t shards = cfg->shards > 1 ? cfg->shards : 1, gb = (int64_t)cfg->batch * shards;
+    if (shards > 1 && (!cfg->drop_last || cfg->shard_rank < 0 || cfg->shard_rank >= shards))
+        return ct_data_errorf("shard %d of %lld: shards need drop_last and a rank in [0, %lld)", cfg->shard_rank,
+                              (long long)shards, (long long)shards);
+    if (cfg->drop_last && l->n < gb)
+        return ct_data_errorf("%lld samples make no full batch of %lld%s", (long long)l->n, (long long)gb,
+                              shards > 1 ? " (the global batch of all ranks)" : "");
     l->ring_size = cfg->prefetch >= 2 ? cfg->prefetch : 3;
-    l->n_batches = cfg->drop_last ? l->n / cfg->batch : (l->n + cfg->batch - 1) / cfg->batch;
+    l->n_batches = cfg->drop_last ? l->n / gb : (l->n + cfg->batch - 1) / cfg->batch;
     l->perm = malloc(sizeof(int64_t) * (size_t)l->n);
     l->bad = calloc((size_t)l->n, 1);
     l->ring = calloc((size_t)l->ring_size, sizeof *l->ring);
@@ -333,6 +338,13 @@ ct_data_err ct_loader_start_epoch(ct_loader *l, int64_t epoch, int64_t first_bat
         ct_rng_permutation(&r, l->perm, l->n);
     } else {
         for (int64_t i = 0; i < l->n; i++) l->perm[i] = i;
+    }
+    if (l->cfg.shards > 1) {
+        /* this rank's rows of each global batch, in place: every destination is at or
+         * before its source, and sources are read in increasing order */
+        const int64_t B = l->cfg.batch, gb = B * l->cfg.shards, r = l->cfg.shard_rank;
+        for (int64_t g = 0; g < l->n_batches; g++)
+            for (int64_t j = 0; j < B; j++) l->perm[g * B + j] = l->perm[g * gb + r * B + j];
     }
     for (int r = 0; r < l->ring_size; r++) l->ring[r].done = 0;
     l->held = -1;

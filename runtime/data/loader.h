@@ -27,6 +27,11 @@ typedef struct {
     int channels;                           /* 1 or 3 channels out (gray expanded) */
     double max_bad_fraction;                /* error once more than this fraction is bad */
     int scaled_decode;                      /* JPEG DCT scaling when crops allow */
+    /* data-parallel shards (0 or 1: none): batch b of this loader holds rows
+     * shard_rank*B .. shard_rank*B+B-1 of global batch b of shards*B samples
+     * (the same epoch order and per-sample random streams as one loader with
+     * batch shards*B); needs drop_last */
+    int shards, shard_rank;
 } ct_loader_config;
 
 /* Defaults: one view of `preset` (see ct_aug_preset) per view count. */

@@ -18,6 +18,8 @@ void openblas_set_num_threads(int n);
 
 /* Bumped by the runtime when the host writes parameters or state (ct_program.state_generation). */
 static int64_t ct_state_gen;
+/* The communicator of a data-parallel program (ct_program.comm), set by the runtime. */
+static const ct_comm *ct_comm_p;
 
 /* The per-node profile (ct_program.profile_*): off unless the runtime turns it on. */
 #include <time.h>
@@ -268,4 +270,6 @@ const ct_program_desc ct_program = {
     .profile_seconds = ct_prof_s,
     .profile_on = &ct_prof_on,
     .state_generation = &ct_state_gen,
+    .world = 1,
+    .comm = &ct_comm_p,
 };

@@ -133,9 +133,9 @@ ct_status ct_codegen_cuda_build(const char *outdir, const char *cc, bool emulate
         for (char *p = blas; *p; p++)
             if (*p == '\n') *p = ' ';
         /* the emulator: the static library of this build when present, else its sources */
-        char emu[20000];
+        char emu[30000];
         if (access(CT_CUDA_EMU_LIB, R_OK) == 0) shell_quote(emu, sizeof emu, CT_CUDA_EMU_LIB);
-        else snprintf(emu, sizeof emu, "-x c %s/cuda_emu.c %s/cublas_emu.c -x none", qemu, qemu);
+        else snprintf(emu, sizeof emu, "-x c %s/cuda_emu.c %s/cublas_emu.c %s/nccl_emu.c -x none", qemu, qemu, qemu);
         size_t cl = strlen(blas) + strlen(emu) + 4 * sizeof qsrc + 512;
         cmd = malloc(cl);
         if (!cmd) abort();
@@ -145,12 +145,19 @@ ct_status ct_codegen_cuda_build(const char *outdir, const char *cc, bool emulate
     } else {
         tool = nvcc_path();
         if (!tool) return ct_errorf("--target cuda needs nvcc (the CUDA toolkit): set $NVCC or put nvcc on PATH");
+        /* a data-parallel program (#define CT_NCCL 1, cuda_backend.c) links NCCL */
+        char *text = NULL;
+        size_t tlen = 0;
+        ct_status rs = ct_file_read(src, &text, &tlen);
+        if (rs) return rs;
+        bool nccl = text && strstr(text, "#define CT_NCCL 1") != NULL;
+        free(text);
         size_t cl = 4 * sizeof qsrc + 512;
         cmd = malloc(cl);
         if (!cmd) abort();
         snprintf(cmd, cl, "%s -O3 -Xptxas -v -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 "
-                          "-Xcompiler -fPIC -shared -I%s -o %s %s -lcublas -lcudart > %s 2>&1",
-                 tool, qdir, qtmp, qsrc, qlog);
+                          "-Xcompiler -fPIC -shared -I%s -o %s %s -lcublas -lcudart%s > %s 2>&1",
+                 tool, qdir, qtmp, qsrc, nccl ? " -lnccl" : "", qlog);
     }
     int status = system(cmd);
     free(cmd);

@@ -123,6 +123,11 @@ static void comm_allgather(void *ctx, const void *send, void *recv, int64_t byte
     d->bytes += bytes;
 }
 
+static void comm_bcast(void *ctx, void *buf, int64_t bytes, int root)
+{
+    ct_dist_bcast(ctx, buf, bytes, root);
+}
+
 static void comm_reduce_scatter_f32(void *ctx, const float *send, float *recv, int64_t n)
 {
     ct_dist *d = ctx;
@@ -152,7 +157,7 @@ ct_status ct_dist_init(ct_dist **out)
         d->mpi = 1;
         d->comm = (ct_comm){.rank = d->rank, .world = d->world, .ctx = d, .allreduce_f32 = comm_allreduce_f32,
                             .allreduce_f64 = comm_allreduce_f64, .allgather = comm_allgather,
-                            .reduce_scatter_f32 = comm_reduce_scatter_f32};
+                            .reduce_scatter_f32 = comm_reduce_scatter_f32, .bcast = comm_bcast};
 #else
         free(d);
         return ct_errorf("started by an MPI launcher, but this trainer was built without MPI (install "

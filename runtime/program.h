@@ -74,6 +74,8 @@ typedef struct ct_comm {
     void (*allgather)(void *ctx, const void *send, void *recv, int64_t bytes);
     /* recv (n floats) = block `rank` of the sum over ranks of send (world*n floats). */
     void (*reduce_scatter_f32)(void *ctx, const float *send, float *recv, int64_t n);
+    /* buf (bytes) = root's buf on every rank: host memory (a CUDA program's NCCL unique id). */
+    void (*bcast)(void *ctx, void *buf, int64_t bytes, int root);
 } ct_comm;
 
 typedef struct {

@@ -10,6 +10,9 @@
 #ifdef __CUDACC__
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#ifdef CT_NCCL
+#include <nccl.h> /* data-parallel programs (contra compile --ranks N) */
+#endif
 #define CT_SHARED(type, name, count) __shared__ type name[count]
 #define CT_SHARED_DYN(type, name) \
   extern __shared__ __align__(16) unsigned char ct_dyn_smem_[]; \

@@ -423,6 +423,36 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
                                           cublasGemmAlgo_t algo);
 const char *cublasGetStatusString(cublasStatus_t status);
 
+/* ---- NCCL: the subset data-parallel programs call (nccl_emu.c) */
+typedef struct ct_emu_nccl_comm *ncclComm_t;
+typedef struct { char internal[128]; } ncclUniqueId;
+typedef enum {
+  ncclSuccess = 0, ncclUnhandledCudaError = 1, ncclSystemError = 2, ncclInternalError = 3,
+  ncclInvalidArgument = 4, ncclInvalidUsage = 5
+} ncclResult_t;
+typedef enum {
+  ncclInt8 = 0, ncclChar = 0, ncclUint8 = 1, ncclInt32 = 2, ncclInt = 2, ncclUint32 = 3, ncclInt64 = 4,
+  ncclUint64 = 5, ncclFloat16 = 6, ncclHalf = 6, ncclFloat32 = 7, ncclFloat = 7, ncclFloat64 = 8, ncclDouble = 8
+} ncclDataType_t;
+typedef enum { ncclSum = 0, ncclProd = 1, ncclMax = 2, ncclMin = 3, ncclAvg = 4 } ncclRedOp_t;
+const char *ncclGetErrorString(ncclResult_t result);
+ncclResult_t ncclGetUniqueId(ncclUniqueId *uniqueId);
+ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId commId, int rank);
+ncclResult_t ncclCommDestroy(ncclComm_t comm);
+ncclResult_t ncclGroupStart(void);
+ncclResult_t ncclGroupEnd(void);
+ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t datatype,
+                           ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
+ncclResult_t ncclAllGather(const void *sendbuff, void *recvbuff, size_t sendcount, ncclDataType_t datatype,
+                           ncclComm_t comm, cudaStream_t stream);
+ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount, ncclDataType_t datatype,
+                               ncclRedOp_t op, ncclComm_t comm, cudaStream_t stream);
+/* emulator only: the transport the emulated NCCL carries the bytes over (the runtime's
+ * communicator, program.h's ct_comm: MPI between the trainer's ranks); the generated
+ * program sets it before ncclCommInitRank. */
+struct ct_comm;
+void ct_emu_nccl_transport(const struct ct_comm *c);
+
 /* internal: device-allocation registry and host-op recording shared with cublas_emu.c */
 bool ct_emu_device_range_ok(const void *p, size_t bytes);
 typedef void (*ct_emu_host_fn)(void *payload);

@@ -253,6 +253,28 @@ def test_simclr_global_negatives_match_one_process_with_the_doubled_batch(contra
         _compare(t1[s], t2[s], f"after step {s}")
 
 
+def test_supcon_labels_and_embeddings_from_every_rank(contra_bin, tmp_path, views):
+    """SupCon with labels: the labels are all-gathered with the embeddings, so positives span ranks. One step
+    from the same state agrees with one process with the doubled batch (gradients to 1e-5); the losses of
+    3 steps to 1e-4 (the later gradients of this small network move with float32-sized state differences,
+    as in the header)."""
+    r = np.random.default_rng(4)
+    np.save(tmp_path / "labels.npy", r.integers(0, 4, STEPS * 2 * B + 2 * B).astype(np.int64))
+    lab = ["--view-labels", tmp_path / "labels.npy"]
+    one = _compile(contra_bin, tmp_path / "one", "--method", "supcon", "--batch", 2 * B, "--lr", 0.05)
+    two = _compile(contra_bin, tmp_path / "two", "--method", "supcon", "--batch", B, "--ranks", 2, "--sync-bn",
+                   "--lr", 0.05)
+    p1 = _run(one, "--views", views, *lab, "--steps", STEPS, "--threads", 1, "--out", tmp_path / "r1")
+    p2 = _mpirun(2, two, "--views", views, *lab, "--steps", STEPS, "--threads", 1, "--out", tmp_path / "r2")
+    for s, (a, b) in enumerate(zip(_losses(p1.stdout), _losses(p2.stdout))):
+        assert abs(a - b) <= TOL * max(1.0, abs(a)), f"step {s + 1}: loss {a} vs {b}"
+    _run(one, "--views", views, *lab, "--steps", 1, "--threads", 1, "--out", tmp_path / "s1", "--save-params",
+         tmp_path / "t1")
+    _mpirun(2, two, "--views", views, *lab, "--steps", 1, "--threads", 1, "--out", tmp_path / "s2",
+            "--save-params", tmp_path / "t2")
+    _compare(_load(tmp_path / "t1"), _load(tmp_path / "t2"), "supcon after step 1", tol=1e-5)
+
+
 @pytest.mark.skipif(not FMNIST.exists(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_data_shards_give_each_rank_its_block_of_the_global_batch(contra_bin, tmp_path):
     """With --data, 2 ranks x B read (and augment) exactly the samples 1 process x 2B does."""

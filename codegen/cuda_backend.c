@@ -1830,7 +1830,8 @@ static void emit_train(cg *c, const ct_node *n)
         if (xs->rank < 2) { unsupported(c, n, "input rank < 2"); return; }
         int64_t N = xs->dims[0], C = xs->dims[1], SP = prod(xs->dims, 2, xs->rank), S = ct_node_attr_int(n, "splits", 1);
         if (S < 1 || N % S) { unsupported(c, n, "batch %lld not divisible by splits %lld", (long long)N, (long long)S); return; }
-        if (ct_node_attr_int(n, "world", 1) > 1) { unsupported(c, n, "SyncBatchNorm: data-parallel programs are built for the C backend"); return; }
+        const int64_t W = ct_node_attr_int(n, "world", 1);
+        if (W > 1 && (S != 1 || fr)) { unsupported(c, n, "SyncBatchNorm with splits or a fused Relu"); return; }
         if (C == 0) return;
         char in[5][128], o[5][128];
         for (int i = 0; i < 5; i++) vptr(c, n->in[i], true, in[i], sizeof in[i]);
@@ -1840,6 +1841,39 @@ static void emit_train(cg *c, const ct_node *n)
         }
         snprintf(g, sizeof g, "ct_grid(%lldLL, 1)", (long long)C);
         int bs = red_block((N / S) * SP);
+        if (W > 1) {
+            /* SyncBatchNorm: per-channel sums in 2C doubles of scratch, all-reduced between the passes */
+            if (2 * C * 8 > c->scratch_bytes) c->scratch_bytes = 2 * C * 8;
+            char acc[64], M[48];
+            snprintf(acc, sizeof acc, "(double *)(A + %lld)", (long long)c->scratch_off);
+            snprintf(M, sizeof M, "%.17g", (double)(N * SP) * (double)W);
+            c->uses_nccl = true;
+            ct_emit_raw(&c->f, "    ct_nccl_setup(); /* SyncBatchNorm %s */\n", nm);
+            if (tr) {
+                for (int pass = 0; pass < 2; pass++)
+                    ct_emit_raw(&c->f, "    CT_CUDA_CHECK(CT_LAUNCH(ct_bnsync_sums_k, %s, %d, 0, ct_stream, (int64_t)%lld, (int64_t)%lld, (int64_t)%lld, (double)%s, %d, %s, %s));\n"
+                                       "    CT_NCCL_CHECK(ncclAllReduce(%s + %lld, %s + %lld, %lldULL, ncclFloat64, ncclSum, ct_nccl, ct_stream));\n",
+                                g, bs, (long long)N, (long long)C, (long long)SP, M, pass, in[0], acc, acc,
+                                (long long)(pass * C), acc, (long long)(pass * C), (long long)C);
+                ct_emit_raw(&c->f, "    CT_CUDA_CHECK(CT_LAUNCH(ct_bnsync_apply_k, %s, %d, 0, ct_stream, (int64_t)%lld, (int64_t)%lld, (int64_t)%lld, (double)%s, (double)%s, (double)%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s));\n",
+                            g, bs, (long long)N, (long long)C, (long long)SP, M,
+                            flit(l1, sizeof l1, ct_node_attr_float(n, "epsilon", 1e-5f)),
+                            flit(l2, sizeof l2, ct_node_attr_float(n, "momentum", 0.1f)), acc, in[0], in[1], in[2],
+                            in[3], in[4], o[0], o[1], o[2], o[3], o[4]);
+            } else {
+                ct_emit_raw(&c->f, "    CT_CUDA_CHECK(CT_LAUNCH(ct_bnsync_grad_sums_k, %s, %d, 0, ct_stream, (int64_t)%lld, (int64_t)%lld, (int64_t)%lld, %s, %s, %s, %s, %s, %s, %s));\n",
+                            g, bs, (long long)N, (long long)C, (long long)SP, in[0], in[1], in[3], in[4], acc, o[1],
+                            o[2]);
+                if (n->out[0]) {
+                    ct_emit_raw(&c->f, "    CT_NCCL_CHECK(ncclAllReduce(%s, %s, %lldULL, ncclFloat64, ncclSum, ct_nccl, ct_stream));\n",
+                                acc, acc, (long long)(2 * C));
+                    ct_emit_raw(&c->f, "    CT_CUDA_CHECK(CT_LAUNCH(ct_bnsync_grad_apply_k, %s, %d, 0, ct_stream, (int64_t)%lld, (int64_t)%lld, (int64_t)%lld, (double)%s, %s, %s, %s, %s, %s, %s, %s));\n",
+                                g, bs, (long long)N, (long long)C, (long long)SP, M, acc, in[0], in[1], in[2], in[3],
+                                in[4], o[0]);
+                }
+            }
+            return;
+        }
         if (tr)
         {
             char res[128] = "(const float *)0";

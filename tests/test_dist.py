@@ -436,6 +436,22 @@ def test_cuda_nccl_moco_on_the_emulator_matches_the_c_backend(contra_bin, tmp_pa
     _compare(_load(tmp_path / "pc"), _load(tmp_path / "pe"), "moco-v2: cuda-emu vs C, 2 ranks")
 
 
+def test_cuda_syncbn_on_the_emulator_matches_the_c_backend(contra_bin, tmp_path, views):
+    """SyncBatchNorm in the CUDA program: per-channel sums in kernels, all-reduced by NCCL between the passes
+    (forward and backward), against the C program's SyncBN, MoCo v2 on 2 ranks, 3 steps."""
+    opts = ["--method", "moco-v2", "--batch", B, "--ranks", 2, "--queue", 64, "--sync-bn"]
+    c = _compile(contra_bin, tmp_path / "c", *opts)
+    emu = _compile(contra_bin, tmp_path / "emu", *opts, "--target", "cuda-emu")
+    src = (tmp_path / "emu" / "model.cu").read_text()
+    assert "ct_bnsync_apply_k" in src and "ncclFloat64" in src
+    common = ["--views", views, "--steps", STEPS]
+    pc = _mpirun(2, c, *common, "--save-params", tmp_path / "pc", "--threads", 1, "--out", tmp_path / "rc")
+    pe = _mpirun(2, emu, *common, "--save-params", tmp_path / "pe", "--out", tmp_path / "re")
+    for s, (a, b) in enumerate(zip(_losses(pc.stdout), _losses(pe.stdout))):
+        assert abs(a - b) <= TOL * max(1.0, abs(a)), f"step {s + 1}: loss {a} vs {b}"
+    _compare(_load(tmp_path / "pc"), _load(tmp_path / "pe"), "moco-v2 SyncBN: cuda-emu vs C, 2 ranks")
+
+
 def test_cuda_nccl_simclr_on_the_emulator_matches_the_c_backend(contra_bin, tmp_path, views_cuda):
     """SimCLR's global negatives on the CUDA program: the embeddings' all-gather and the ReduceScatter that
     brings their gradient back, over NCCL (emulated), against the C program, one step from the same state.
@@ -473,9 +489,10 @@ def test_cuda_nccl_program_builds_with_nvcc(contra_bin, tmp_path):
     if not _nvcc():
         pytest.skip("nvcc not found (install the CUDA toolkit)")
     p = _run(contra_bin, "compile", "--model", "resnet18_small_w8", "--in-channels", "1", "--size", "28", "--method",
-             "simclr", "--batch", B, "--ranks", 2, "--target", "cuda", "-o", tmp_path / "gpu", "-q", timeout=900)
+             "simclr", "--batch", B, "--ranks", 2, "--sync-bn", "--target", "cuda", "-o", tmp_path / "gpu", "-q",
+             timeout=900)
     assert (tmp_path / "gpu" / "model.so").exists()
     src = (tmp_path / "gpu" / "model.cu").read_text()
-    assert "ncclReduceScatter(" in src
+    assert "ncclReduceScatter(" in src and "ct_bnsync_grad_apply_k" in src
     deps = subprocess.run(["ldd", str(tmp_path / "gpu" / "model.so")], capture_output=True, text=True).stdout
     assert "libnccl" in deps, deps

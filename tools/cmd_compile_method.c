@@ -84,7 +84,7 @@ static void usage(FILE *f)
             "                 process with batch N*B does\n"
             "  --bucket-mb M  gradient all-reduce bucket size in MiB (default 25)\n"
             "                 (--target cuda: the collectives are NCCL's, bootstrapped\n"
-            "                 over MPI; --sync-bn is C only)\n"
+            "                 over MPI)\n"
             "\n"
             "  --show-preset  print the resolved options and exit\n"
             "  --cc CC        C compiler command (default: $CC, else cc)\n"
@@ -493,11 +493,6 @@ int cmd_compile_method(int argc, char **argv)
     if (copt.target != CLI_TARGET_C && (o.kind == CT_METHOD_SIMCLR || o.kind == CT_METHOD_SUPCON))
         o.fuse_loss = false; /* the CUDA backend has no in-batch fused loss kernel: the loss stays a
                               * MatMul, masks and a cross-entropy over the N x N similarities */
-    if (o.sync_bn && copt.target != CLI_TARGET_C) {
-        fprintf(stderr, "contra compile: --sync-bn: SyncBatchNorm is built for --target c only (the CUDA backend "
-                        "has the gradient, key and embedding collectives over NCCL, not SyncBN's)\n");
-        return 2;
-    }
     if (show) {
         show_options(&o);
         return 0;

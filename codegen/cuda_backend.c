@@ -34,6 +34,8 @@ typedef struct {
     int n_errors;
     int n_kernels;
     bool uses_nccl; /* collectives: the program includes and links NCCL */
+    int n_buckets;  /* AllReduce nodes: each runs on ct_comm_stream between fork/join events */
+    int *join_of;   /* per value id: 1 + the bucket whose all-reduce writes it until joined, else 0 */
     /* the kernel being emitted */
     const ct_node *node;
     char kname[96];
@@ -1916,13 +1918,27 @@ static void emit_train(cg *c, const ct_node *n)
         /* NCCL on the step's stream (captured into the step's CUDA graph like any kernel) */
         char px[128], py[128];
         if (n->op == CT_OP_ALL_REDUCE) {
+            /* overlapped with the rest of backward: the gradients are copied to the outputs on the step's
+             * stream (the inputs' memory may be reused right after), the comm stream forks from there and
+             * reduces the outputs in place, and the step's stream joins it before the first node that reads
+             * a reduced gradient (ct_join_pending) */
             bool mean = !strcmp(ct_node_attr_string(n, "op", "sum"), "mean");
-            ct_emit_raw(&c->f, "    ct_nccl_setup();\n    CT_NCCL_CHECK(ncclGroupStart());\n");
+            int k = c->n_buckets++;
             for (int i = 0; i < n->n_in; i++)
-                ct_emit_raw(&c->f, "    CT_NCCL_CHECK(ncclAllReduce(%s, %s, %lldULL, ncclFloat32, %s, ct_nccl, ct_stream));\n",
-                            vptr(c, n->in[i], true, px, sizeof px), vptr(c, n->out[i], false, py, sizeof py),
-                            (long long)ct_shape_numel(&n->in[i]->shape), mean ? "ncclAvg" : "ncclSum");
-            ct_emit_raw(&c->f, "    CT_NCCL_CHECK(ncclGroupEnd());\n");
+                if (c->region[n->in[i]->id] != c->region[n->out[i]->id] || c->off[n->in[i]->id] != c->off[n->out[i]->id])
+                    ct_emit_raw(&c->f, "    CT_CUDA_CHECK(cudaMemcpyAsync(%s, %s, %lld, cudaMemcpyDeviceToDevice, ct_stream));\n",
+                                vptr(c, n->out[i], false, py, sizeof py), vptr(c, n->in[i], true, px, sizeof px),
+                                (long long)ct_value_nbytes(n->in[i]));
+            ct_emit_raw(&c->f, "    ct_nccl_setup();\n    CT_CUDA_CHECK(cudaEventRecord(ct_ev_fork[%d], ct_stream));\n"
+                               "    CT_CUDA_CHECK(cudaStreamWaitEvent(ct_comm_stream, ct_ev_fork[%d], 0));\n"
+                               "    CT_NCCL_CHECK(ncclGroupStart());\n", k, k);
+            for (int i = 0; i < n->n_in; i++) {
+                vptr(c, n->out[i], false, py, sizeof py);
+                ct_emit_raw(&c->f, "    CT_NCCL_CHECK(ncclAllReduce(%s, %s, %lldULL, ncclFloat32, %s, ct_nccl, ct_comm_stream));\n",
+                            py, py, (long long)ct_shape_numel(&n->in[i]->shape), mean ? "ncclAvg" : "ncclSum");
+                c->join_of[n->out[i]->id] = k + 1;
+            }
+            ct_emit_raw(&c->f, "    CT_NCCL_CHECK(ncclGroupEnd());\n    CT_CUDA_CHECK(cudaEventRecord(ct_ev_join[%d], ct_comm_stream));\n", k);
         } else if (n->op == CT_OP_ALL_GATHER) {
             ct_emit_raw(&c->f, "    ct_nccl_setup();\n    CT_NCCL_CHECK(ncclAllGather(%s, %s, %lldULL, ncclInt8, ct_nccl, ct_stream));\n",
                         vptr(c, n->in[0], true, px, sizeof px), vptr(c, n->out[0], false, py, sizeof py),
@@ -2150,6 +2166,19 @@ static const char nccl_setup[] =
     "    CT_NCCL_CHECK(ncclCommInitRank(&ct_nccl, ct_comm_p->world, id, ct_comm_p->rank));\n"
     "}\n";
 
+/* Before node n: the step's stream waits for the all-reduce of every bucket whose output n reads. */
+static void join_pending(cg *c, const ct_node *n)
+{
+    for (int i = 0; i < n->n_in; i++) {
+        const ct_value *v = n->in[i];
+        if (!v || !c->join_of[v->id]) continue;
+        int k = c->join_of[v->id] - 1;
+        ct_emit_raw(&c->f, "    CT_CUDA_CHECK(cudaStreamWaitEvent(ct_stream, ct_ev_join[%d], 0)); /* bucket %d reduced */\n", k, k);
+        for (int j = 0; j < c->g->n_values; j++)
+            if (c->join_of[j] == k + 1) c->join_of[j] = 0;
+    }
+}
+
 static const char prologue[] =
     "#include \"ct_cuda.h\"\n"
     "#include <math.h>\n"
@@ -2176,6 +2205,10 @@ static const char prologue[] =
     "\n"
     "static cudaStream_t ct_stream;      /* the step */\n"
     "static const ct_comm *ct_comm_p;    /* the runtime's communicator (ct_program.comm; data parallel) */\n"
+    "#ifdef CT_NCCL\n"
+    "static cudaStream_t ct_comm_stream; /* the gradient all-reduces, beside the rest of backward */\n"
+    "static cudaEvent_t ct_ev_fork[CT_N_BUCKETS + 1], ct_ev_join[CT_N_BUCKETS + 1];\n"
+    "#endif\n"
     "static cudaStream_t ct_copy_stream; /* uploads of staged inputs, beside the step */\n"
     "static cublasHandle_t ct_blas;\n"
     "static void *ct_blas_ws;\n"
@@ -2206,6 +2239,13 @@ static const char prologue[] =
     "        CT_CUDA_CHECK(cudaEventCreateWithFlags(&ct_ev_uploaded[s], cudaEventDisableTiming));\n"
     "        CT_CUDA_CHECK(cudaEventCreateWithFlags(&ct_ev_done[s], cudaEventDisableTiming));\n"
     "    }\n"
+    "#ifdef CT_NCCL\n"
+    "    CT_CUDA_CHECK(cudaStreamCreateWithFlags(&ct_comm_stream, cudaStreamNonBlocking));\n"
+    "    for (int k = 0; k < CT_N_BUCKETS; k++) {\n"
+    "        CT_CUDA_CHECK(cudaEventCreateWithFlags(&ct_ev_fork[k], cudaEventDisableTiming));\n"
+    "        CT_CUDA_CHECK(cudaEventCreateWithFlags(&ct_ev_join[k], cudaEventDisableTiming));\n"
+    "    }\n"
+    "#endif\n"
     "    ct_ready = 1;\n"
     "}\n"
     "\n"
@@ -2359,7 +2399,14 @@ ct_status ct_codegen_cuda(const ct_graph *g, bool tf32, ct_c_program *out)
     if (st) goto fail;
     c.scratch_off = align_up(c.arena_bytes);
 
-    for (int i = 0; i < g->n_nodes; i++) emit_node(&c, g->nodes[i]);
+    c.join_of = calloc((size_t)g->n_values + 1, sizeof *c.join_of);
+    if (!c.join_of) abort();
+    for (int i = 0; i < g->n_nodes; i++) {
+        join_pending(&c, g->nodes[i]);
+        emit_node(&c, g->nodes[i]);
+    }
+    for (int k = 0; k < c.n_buckets; k++) /* every fork rejoins the step's stream before it ends */
+        ct_emit_raw(&c.f, "    CT_CUDA_CHECK(cudaStreamWaitEvent(ct_stream, ct_ev_join[%d], 0));\n", k);
     for (int i = 0; i < g->n_assigns; i++) {
         const ct_value *dst = g->assigns[i].dst, *src = g->assigns[i].src;
         char dn[256];
@@ -2387,7 +2434,9 @@ ct_status ct_codegen_cuda(const ct_graph *g, bool tf32, ct_c_program *out)
                       " * Builds with nvcc (the GPU) or as C with gcc against runtime/cuda_emu (the emulator). */\n",
                 gname, c.n_kernels, (long long)arena_total, (long long)c.scratch_bytes, (long long)c.persist_bytes);
     if (tf32) ct_emit_raw(&top, "#define CT_ALLOW_TF32 1 /* contra compile --tf32 */\n");
-    if (c.uses_nccl) ct_emit_raw(&top, "#define CT_NCCL 1 /* data parallel: NCCL collectives (ct_cuda.h) */\n");
+    if (c.uses_nccl)
+        ct_emit_raw(&top, "#define CT_NCCL 1 /* data parallel: NCCL collectives (ct_cuda.h) */\n#define CT_N_BUCKETS %d\n",
+                    c.n_buckets);
     ct_emit_raw(&top, "%s", prologue);
     if (c.uses_nccl) ct_emit_raw(&top, "%s", nccl_setup);
     ct_emit_raw(&top, "%s", cuda_lib);
@@ -2479,6 +2528,7 @@ fail:
     ct_emit_free(&c.f);
     free(c.region);
     free(c.off);
+    free(c.join_of);
     free(c.errors);
     free(copy);
     if (st) ct_c_program_free(out);

@@ -306,8 +306,14 @@ typedef struct op {
 
 struct ct_emu_graph { op *ops; size_t n, cap; };
 struct ct_emu_graph_exec { op *ops; size_t n; };
-struct ct_emu_stream { bool capturing; bool invalidated; bool global; cudaGraph_t graph; };
-struct ct_emu_event { double t_ms; bool recorded; };
+/* joined: a stream that entered another stream's capture by waiting on an event recorded
+ * there (CUDA's fork); it records into that capture's graph until the capture ends. */
+struct ct_emu_stream { bool capturing; bool invalidated; bool global; bool joined; cudaStream_t origin; cudaGraph_t graph; };
+/* captured_by: the capturing stream the event was last recorded on, during its capture */
+struct ct_emu_event { double t_ms; bool recorded; cudaStream_t captured_by; };
+
+#define CT_EMU_MAX_JOINED 16
+static cudaStream_t g_joined[CT_EMU_MAX_JOINED];
 
 static double now_ms(void) {
   struct timespec ts;
@@ -457,8 +463,22 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   return g_sticky;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
-  (void)stream; (void)event; (void)flags;
-  return cudaSuccess; /* everything already ran in issue order */
+  (void)flags;
+  if (!event) return set_err(cudaErrorInvalidResourceHandle);
+  /* everything already ran in issue order; what remains is capture: a stream that waits on an
+   * event recorded in a capture joins it (CUDA's fork), so its work is recorded into that graph */
+  cudaStream_t o = event->captured_by;
+  if (stream && o && o->capturing && !stream->capturing) {
+    int k = 0;
+    while (k < CT_EMU_MAX_JOINED && g_joined[k]) k++;
+    if (k == CT_EMU_MAX_JOINED) return set_err(cudaErrorStreamCaptureUnsupported);
+    g_joined[k] = stream;
+    stream->capturing = true;
+    stream->joined = true;
+    stream->origin = o->joined ? o->origin : o;
+    stream->graph = o->graph;
+  }
+  return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return g_sticky; }
 cudaError_t cudaDeviceReset(void) { ct_emu_errors_reset(); return cudaSuccess; }
@@ -473,6 +493,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) { free(event); return cudaSucces
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return set_err(cudaErrorInvalidResourceHandle);
   op o = {.kind = OP_EVENT, .name = "cudaEventRecord", .event = event};
+  event->captured_by = stream && stream->capturing ? stream : NULL;
   return op_submit(stream, &o);
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
@@ -498,7 +519,17 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mo
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
-  if (!stream || !stream->capturing) return set_err(cudaErrorIllegalState);
+  if (!stream || !stream->capturing || stream->joined) return set_err(cudaErrorIllegalState);
+  /* the streams that joined this capture leave it (CUDA requires them to have rejoined the origin by
+   * an event the origin waited on; in issue order that holds for every op recorded) */
+  for (int k = 0; k < CT_EMU_MAX_JOINED; k++)
+    if (g_joined[k] && g_joined[k]->origin == stream) {
+      if (g_joined[k]->invalidated) stream->invalidated = true;
+      g_joined[k]->capturing = g_joined[k]->joined = false;
+      g_joined[k]->graph = NULL;
+      g_joined[k]->origin = NULL;
+      g_joined[k] = NULL;
+    }
   stream->capturing = false;
   g_capturing -= stream->global;
   if (stream->invalidated) {

@@ -64,7 +64,7 @@ def compile_trainer(contra, out, batch, ranks, bn):
 
 def timed(trainer, ranks, threads, views, steps, warmup):
     args = [trainer, "--views", views, "--steps", steps + warmup, "--threads", threads, "--time-steps",
-            "--progress", "plain"]
+            "--progress", "plain", "--out", Path(trainer).parent / "run"]
     if ranks > 1:
         mpirun = shutil.which("mpirun")
         if not mpirun:

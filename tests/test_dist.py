@@ -344,6 +344,7 @@ def test_a_killed_rank_ends_the_job_naming_it_and_the_checkpoint_loads(contra_bi
         if proc.poll() is None:
             proc.kill()
     print(err[-2000:])
+    print(f"the job ended {took:.1f} s after rank 1 was killed, exit {proc.returncode}")
     assert proc.returncode != 0
     assert took < 60, f"the job took {took:.1f} s to end"
     assert "rank 1" in err, err[-2000:]
@@ -376,6 +377,7 @@ def test_a_hung_rank_ends_the_job_within_the_timeout(contra_bin, tmp_path, views
                 pass
         if proc.poll() is None:
             proc.kill()
+    print(f"the job ended {took:.1f} s after rank 1 was stopped, exit {proc.returncode}")
     assert proc.returncode != 0
     assert took < 60, f"the job took {took:.1f} s to end"
     assert "rank 0 of 2: waited" in err and "for the other ranks" in err, err[-2000:]

@@ -422,3 +422,27 @@ def test_dump_method_errors(run_contra):
     assert p.returncode == 1 and "not divisible by 8" in p.stderr
     p = run_contra("dump", TINY, "--method", check=False)
     assert p.returncode == 2
+
+
+@pytest.mark.parametrize("preset,sync", [("moco-v2", False), ("moco-v2", True), ("simclr", False)])
+def test_dump_method_data_parallel(run_contra, preset, sync):
+    """--ranks shows one rank's graph with its collectives: the gradient buckets (AllReduce, mean), MoCo's
+    key gathers (and shuffle BN across ranks, or SyncBatchNorm), SimCLR's embedding gathers and the
+    ReduceScatter of their gradient."""
+    args = ["--method", preset, "--batch", "8", "--ranks", "2"] + (["--sync-bn"] if sync else [])
+    d = _dump_json(run_contra, TINY, *args)
+    nodes = d["nodes"]
+    ops = {n["op"] for n in nodes}
+    assert {"AllReduce", "AllGather"} <= ops
+    for n in nodes:
+        if n["op"] in ("AllReduce", "AllGather", "ReduceScatter"):
+            assert n["attrs"]["world"] == 2, n
+    names = {v["name"] for v in d["values"]}
+    bns = [n for n in nodes if n["op"] == "BatchNormTrain"]
+    assert bns and all((n["attrs"].get("world", 1) == 2) == sync for n in bns)
+    if preset == "simclr":
+        assert "ReduceScatter" in ops
+    elif not sync:
+        assert "rank_rows" in names  # this rank's block of the shuffled global batch
+    p = run_contra("dump", TINY, "--sync-bn", "--method", preset, check=False)
+    assert p.returncode == 2 and "--sync-bn needs --ranks" in p.stderr

@@ -20,8 +20,8 @@ typedef enum { FMT_TABLE, FMT_TEXT, FMT_JSON, FMT_DOT, FMT_SVG } dump_format;
 static void dump_usage(FILE *f)
 {
     fprintf(f,
-            "usage: contra dump MODEL [--method PRESET] [--after PASS] [--format FORMAT] [--stats]\n"
-            "                   [--batch N] [-o FILE]\n"
+            "usage: contra dump MODEL [--method PRESET [--ranks N [--sync-bn]]] [--after PASS]\n"
+            "                   [--format FORMAT] [--stats] [--batch N] [-o FILE]\n"
             "\n"
             "Load MODEL (ONNX protobuf, or the ONNX text syntax: *.onnxtxt or a file starting\n"
             "with '<'), run the default pass pipeline and print the graph.\n"
@@ -66,6 +66,9 @@ static void dump_usage(FILE *f)
             "  --batch N        fix the symbolic batch dimension to N before the passes (a model\n"
             "                   exported with a fixed batch accepts only that batch); with\n"
             "                   --method, the method's batch per view (default: the preset's)\n"
+            "  --ranks N        with --method: one rank of an N-rank data-parallel job (the\n"
+            "                   AllReduce/AllGather/ReduceScatter nodes; 'contra compile --help')\n"
+            "  --sync-bn        with --ranks: SyncBatchNorm instead of shuffle BN\n"
             "  -o FILE          write to FILE (atomically) instead of standard output\n"
             "  -h, --help       show this help\n"
             "\n"
@@ -76,7 +79,7 @@ static int dump_usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "contra dump: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nusage: contra dump MODEL [--after PASS] [--format FORMAT] [--stats] [--batch N] [-o FILE]\n"
+    fprintf(stderr, "\nusage: contra dump MODEL [--method PRESET [--ranks N [--sync-bn]]] [--after PASS] [--format FORMAT] [--stats] [--batch N] [-o FILE]\n"
                     "Run 'contra dump --help' for the options.\n");
     return 2;
 }
@@ -191,11 +194,16 @@ fail:
 }
 
 /* Replace the encoder *g by the training graph of a method preset attached to it. */
-static ct_status attach_method(ct_graph **g, const char *preset, int64_t batch)
+static ct_status attach_method(ct_graph **g, const char *preset, int64_t batch, int ranks, bool sync_bn)
 {
     ct_method_options o;
     CT_TRY(ct_method_preset(preset, &o));
     if (batch > 0) o.batch = batch;
+    if (ranks > 1) { /* as 'contra compile --ranks' does */
+        o.ranks = ranks;
+        o.bn_splits = 1;
+        if (sync_bn) o.sync_bn = true, o.shuffle_bn = false;
+    }
     o.attach_optimizer = o.optimizer != NULL;
     ct_graph *train = NULL;
     ct_status st = ct_method_attach(*g, &o, &train);
@@ -211,6 +219,8 @@ int cmd_dump(int argc, char **argv)
     dump_format fmt = FMT_TABLE;
     bool stats_on = false;
     int64_t batch = 0;
+    int ranks = 1;
+    bool sync_bn = false;
     ct_graph *g = NULL;
     ct_status st = CT_OK;
     char *text = NULL;
@@ -227,6 +237,16 @@ int cmd_dump(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--stats")) {
             stats_on = true;
+        } else if (!strcmp(a, "--sync-bn")) {
+            sync_bn = true;
+        } else if ((v = opt_value(argc, argv, &i, "--ranks", &missing)) || missing) {
+            if (missing) return dump_usage_error("%s needs a number", a);
+            char *end = NULL;
+            errno = 0;
+            long r = strtol(v, &end, 10);
+            if (errno || !*v || *end || r < 1 || r > 65536)
+                return dump_usage_error("--ranks needs an integer in [1, 65536], got '%s'", v);
+            ranks = (int)r;
         } else if ((v = opt_value(argc, argv, &i, "--after", &missing)) || missing) {
             if (missing) return dump_usage_error("%s needs a pass name", a);
             after = v;
@@ -261,13 +281,15 @@ int cmd_dump(int argc, char **argv)
         }
     }
     if (!model) return dump_usage_error("%s", "no MODEL given");
+    if ((ranks > 1 || sync_bn) && !method) return dump_usage_error("%s", "--ranks and --sync-bn need --method");
+    if (sync_bn && ranks < 2) return dump_usage_error("%s", "--sync-bn needs --ranks N with N > 1");
     if (after && strcmp(after, "import") && !ct_pass_find(after))
         return dump_usage_error("unknown pass '%s' for --after (see --help for the list)", after);
 
     st = ct_model_load(model, &g);
     if (st) goto fail;
     if (method) {
-        st = attach_method(&g, method, batch);
+        st = attach_method(&g, method, batch, ranks, sync_bn);
         if (st) goto fail;
     } else if (batch > 0) {
         st = ct_cli_batch_set(g, batch, model);

@@ -21,7 +21,8 @@ Every implementation runs in its own child process (peak RSS from wait4's
 ru_maxrss). Steady state = median over --steps timed steps after --warmup
 untimed ones; a step is the batch copy, the key encoder's momentum update,
 both forward passes, the loss, backward, the SGD step and the enqueue. The
-build dir is $CONTRA_BUILD (default build/). --torch-python runs the PyTorch
+build dir is $CONTRA_BUILD (default build/). --compile also times PyTorch's step under torch.compile (default mode;
+its first --warmup steps compile). --torch-python runs the PyTorch
 side under another interpreter (one with the newest torch from PyPI, say:
 python3 -m venv peer && peer/bin/pip install torch torchvision numpy)."""
 import argparse
@@ -191,6 +192,13 @@ def torch_worker(a):
     cl = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=cl)
     optimizer = torch.optim.SGD(model.parameters(), LR, momentum=MOMENTUM, weight_decay=WD)
+    if a.compile:
+        # torch.compile (default mode) on the two encoders (with their heads); the queue's in-place
+        # enqueue stays eager: compiling the whole MoCo forward fails in AOT autograd (the queue saved
+        # for backward is modified in place by the enqueue of the same step)
+        model.encoder_q = torch.compile(model.encoder_q)
+        model.encoder_k = torch.compile(model.encoder_k)
+    fwd = model
     criterion = torch.nn.CrossEntropyLoss()
     v1 = np.load(work / "v1.npy", mmap_mode="r")
     v2 = np.load(work / "v2.npy", mmap_mode="r")
@@ -202,7 +210,7 @@ def torch_worker(a):
         rows = slice((s * B) % v1.shape[0], (s * B) % v1.shape[0] + B)
         im_q = torch.from_numpy(np.ascontiguousarray(v1[rows])).contiguous(memory_format=cl)
         im_k = torch.from_numpy(np.ascontiguousarray(v2[rows])).contiguous(memory_format=cl)
-        output, target = model(im_q, im_k, perm[s] if perm is not None else None)
+        output, target = fwd(im_q, im_k, perm[s] if perm is not None else None)
         loss = criterion(output, target)
         optimizer.zero_grad()
         loss.backward()
@@ -211,7 +219,8 @@ def torch_worker(a):
         times.append(time.perf_counter() - t0)
         losses.append(lv)
     json.dump({"times": times, "losses": losses, "loaded": f"{loaded}/{len(sd)}", "torch": torch.__version__,
-               "torch_threads": torch.get_num_threads(), "channels_last": bool(a.channels_last)},
+               "torch_threads": torch.get_num_threads(), "channels_last": bool(a.channels_last),
+               "compiled": bool(a.compile)},
               open(a.result, "w"))
 
 
@@ -252,15 +261,20 @@ def contra_run(tdir, work, steps, a, env, log):
     return times, losses, rss, proc
 
 
-def torch_run(work, p0, K, steps, warmup, cl, a, env, tag):
+def torch_run(work, p0, K, steps, warmup, cl, a, env, tag, compiled=False, fatal=True):
     res = work / f"torch-{tag}.json"
     rc, rss, proc = run_child([a.torch_python, __file__, "--torch-worker", "--work", str(work), "--params", str(p0),
                                "--result", str(res), "--threads", str(a.threads), "--batch", str(a.batch),
                                "--queue", str(K), "--bn-splits", str(a.bn_splits), "--steps", str(steps),
-                               "--warmup", str(warmup), *(["--channels-last", "on"] if cl else [])],
+                               "--warmup", str(warmup), *(["--channels-last", "on"] if cl else []),
+                               *(["--compile"] if compiled else [])],
                               env, work / f"torch-{tag}.log")
     if rc != 0:
-        sys.exit(f"moco.py: PyTorch worker failed (exit {rc}):\n{(work / f'torch-{tag}.log').read_text()[-3000:]}")
+        msg = f"PyTorch worker failed (exit {rc}):\n{(work / f'torch-{tag}.log').read_text()[-3000:]}"
+        if not fatal:
+            print(f"moco.py: {msg}", file=sys.stderr)
+            return None, msg, None
+        sys.exit(f"moco.py: {msg}")
     return json.loads(res.read_text()), rss, proc
 
 
@@ -284,6 +298,8 @@ def main():
                     help="the Python that runs the PyTorch side (default: this one)")
     ap.add_argument("--out", default=None, help="result JSON (default bench/results/moco.json; --quick: "
                                                 "bench/results/moco-quick.json)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time PyTorch's step under torch.compile (default mode) in the faster memory format")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
@@ -373,6 +389,20 @@ def main():
         torch_rs[tag] = r
     best = min(torch_rs, key=lambda k: torch_rs[k]["median_s"])
     torch_r = torch_rs[best]
+    compiled_r = None
+    if a.compile:
+        tag = "compiled_" + best
+        print(f"PyTorch torch.compile ({best}): {total} steps ({a.warmup} warm-up, which compile) ...",
+              file=sys.stderr, flush=True)
+        tj, t_rss, t_proc = torch_run(work, p0, a.queue, a.steps, a.warmup, best == "channels_last", a, env, tag,
+                                      compiled=True, fatal=False)
+    if a.compile and tj is None:
+        compiled_r = {"error": t_rss}
+    elif a.compile:
+        compiled_r = summarize(tj["times"][a.warmup:], B)
+        compiled_r.update(peak_rss_mib=t_rss, **t_proc, losses=tj["losses"], warmup_step_s=tj["times"][:a.warmup],
+                          torch=tj["torch"], memory_format=best,
+                          loss_rel_diff_per_step=[abs(x - y) / abs(y) for x, y in zip(c_losses, tj["losses"])])
     ratio = contra_r["median_s"] / torch_r["median_s"]
 
     # peak memory at K small and K big: the same views, --mem-steps steps each
@@ -421,7 +451,7 @@ def main():
     info["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
     out = {"env": info, "unit": "median wall seconds of one MoCo step (batch copy, key momentum update, both "
                                 "forwards, loss, backward, SGD, enqueue); images/s = batch per view / step time",
-           "contra": contra_r, "pytorch": torch_rs, "pytorch_best": best,
+           "contra": contra_r, "pytorch": torch_rs, "pytorch_best": best, "pytorch_compiled": compiled_r,
            "contra_over_pytorch_time": ratio, "contra_over_pytorch_images_per_s": 1 / ratio, "memory": mem}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(a.out + ".tmp")
@@ -436,6 +466,8 @@ def main():
     print("| implementation | ms/step | images/s | min ms/step | peak RSS MiB | step time vs PyTorch | CPU/wall |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     rows = [("contra", contra_r)] + [(f"PyTorch {r['torch']} eager, {k}", r) for k, r in torch_rs.items()]
+    if compiled_r and "error" not in compiled_r:
+        rows.append((f"PyTorch {compiled_r['torch']} torch.compile (encoders), {best}", compiled_r))
     for name, r in rows:
         print(f"| {name} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {1e3 * r['min_s']:.0f} | "
               f"{r['peak_rss_mib']:.0f} | {r['median_s'] / torch_r['median_s']:.2f}x | {r['cpu_per_wall']:.2f} |")

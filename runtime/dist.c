@@ -103,13 +103,19 @@ static void comm_allreduce_f32(void *ctx, int n, const float *const *in, float *
     }
 }
 
+/* buf = the sum over ranks of buf (n doubles), watched as `what`. */
+static void sum_f64(ct_dist *d, double *buf, int64_t n, const char *what)
+{
+    if (n > 0x7fffffff) fail_big(d, what, n);
+    enter(d, what);
+    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    leave(d);
+}
+
 static void comm_allreduce_f64(void *ctx, double *buf, int64_t n)
 {
     ct_dist *d = ctx;
-    if (n > 0x7fffffff) fail_big(d, "an all-reduce", n);
-    enter(d, "a SyncBatchNorm all-reduce");
-    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    leave(d);
+    sum_f64(d, buf, n, "a SyncBatchNorm all-reduce");
     d->bytes += n * 8;
 }
 
@@ -249,11 +255,7 @@ void ct_dist_bcast(ct_dist *d, void *buf, int64_t bytes, int root)
 void ct_dist_sum_f64(ct_dist *d, double *buf, int64_t n)
 {
 #ifdef CT_HAVE_MPI
-    if (d && d->world > 1) {
-        enter(d, "the step's loss all-reduce");
-        MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-        leave(d);
-    }
+    if (d && d->world > 1) sum_f64(d, buf, n, "the step's loss all-reduce");
 #else
     (void)d, (void)buf, (void)n;
 #endif
@@ -300,9 +302,7 @@ bool ct_dist_average_if_differs(ct_dist *d, float *buf, int64_t n)
     double *s = malloc(sizeof(double) * (size_t)n);
     if (!s) abort();
     for (int64_t i = 0; i < n; i++) s[i] = buf[i];
-    enter(d, "the running statistics' average");
-    MPI_Allreduce(MPI_IN_PLACE, s, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    leave(d);
+    sum_f64(d, s, n, "the running statistics' average");
     for (int64_t i = 0; i < n; i++) buf[i] = (float)(s[i] / d->world);
     free(s);
 #endif

@@ -674,7 +674,6 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     ct_metrics *metrics = NULL;
     ct_progress prog;
     bool prog_on = false;
-    int64_t *perm = NULL;
     if ((st = step_prog_open(dir, m, &sp))) goto out;
     if ((st = ct_dist_init(&sp.dist))) goto out;
     sp.rank = ct_dist_rank(sp.dist), sp.world = ct_dist_world(sp.dist);
@@ -902,8 +901,6 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     }
     if (o.knn_init && !o.resume) ct_dist_barrier(sp.dist); /* the other ranks wait for rank 0's kNN */
 
-    perm = malloc(sizeof *perm * (size_t)B * 2);
-    if (!perm) abort();
     double epoch_loss = 0, t_epoch = now_s();
     int64_t epoch_n = 0, cur_epoch = -1, stats_epoch = -1, bad_seen = 0, profiled = 0;
     bool profiling = false;
@@ -1009,7 +1006,6 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     }
 out:
     if (prog_on && st) ct_progress_end(&prog);
-    free(perm);
     ct_metrics_close(metrics);
     ct_loader_close(train);
     ct_loader_close(bank);

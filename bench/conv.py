@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """bench/conv.py — GFLOP/s of contra's convolution kernels (the GEMM engine of
 generated programs, codegen/c_gemm_lib.c) on the convolution layers of the
-CIFAR ResNet-18 at batch 256, forward, input gradient and weight gradient,
+CIFAR ResNet-18 at batch 256, forward, input gradient and weight gradient:
+the kernel a generated program runs (Winograd F(2x2, 3x3) for the 3x3
+stride-1 layers, the direct implicit GEMM elsewhere), counted as the direct
+convolution's multiply-adds ("effective" GFLOP/s where Winograd runs fewer),
+beside the direct kernel and Winograd F(4x4, 3x3) (CONTRA_WINOGRAD=4), all
 against the best large sgemm measured on the machine in the same run:
 OpenBLAS on a 2048^3 product with its own kernel choice (OPENBLAS_CORETYPE
 unset) and with the AVX2 kernels (OPENBLAS_CORETYPE=Haswell), same threads.
@@ -62,17 +66,26 @@ def main():
     rows = []
     for name, C, H, M, k, s, p in LAYERS:
         r = {"layer": name, "C": C, "H": H, "M": M, "k": k, "stride": s, "pad": p}
+        # what codegen/c_backend.c's winograd_tile picks by default (these layers all pass its tile count test)
+        wino = k == 3 and s == 1 and C >= 16 and M >= 16
         for what in ("fwd", "dx", "dw"):
             if what == "dx" and name == "stem":  # the images need no gradient: never computed in training
                 r[what] = {"error": "not computed: the stem's input is the images"}
                 continue
-            r[what] = run("conv", what, a.batch, C, H, H, M, k, s, p, a.reps)
+            direct = run("conv", what, a.batch, C, H, H, M, k, s, p, a.reps, "direct")
+            if wino:
+                r[what] = dict(run("conv", what, a.batch, C, H, H, M, k, s, p, a.reps, "wino2"),
+                               algo="winograd F(2x2,3x3)", direct=direct,
+                               winograd4=run("conv", what, a.batch, C, H, H, M, k, s, p, a.reps, "wino4"))
+            else:
+                r[what] = dict(direct, algo="direct")
         rows.append(r)
         print(f"{name:20s} " + "  ".join(f"{w} {r[w].get('gflops', float('nan')):6.1f}" for w in ("fwd", "dx", "dw")),
               file=sys.stderr, flush=True)
     info["loadavg_at_end"] = open("/proc/loadavg").read().split()[:3]
     out = {"env": info, "sgemm_2048": sgemm, "bar_gflops": bar, "layers": rows,
-           "unit": "GFLOP/s (2 per multiply-add), best of --reps runs"}
+           "unit": "GFLOP/s (2 per multiply-add of the direct convolution; effective where Winograd runs), "
+                   "best of --reps runs"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(a.out + ".tmp")
     tmp.write_text(json.dumps(out, indent=2) + "\n")
@@ -81,14 +94,21 @@ def main():
     print(f"\nConvolution kernels, GFLOP/s, CIFAR ResNet-18 layers at batch {a.batch}, {a.threads} threads, "
           f"{info['cpu']}; OpenBLAS sgemm 2048^3: {sgemm['default']['gflops']:.1f} (default kernels), "
           f"{sgemm['Haswell']['gflops']:.1f} (OPENBLAS_CORETYPE=Haswell); bar = 70% of {bar:.1f} = {0.7 * bar:.1f}\n")
-    print("| layer | C→M, k, stride | forward | input grad | weight grad | worst / best sgemm |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| layer | C→M, k, stride | kernel | forward | input grad | weight grad | worst / best sgemm | "
+          "direct kernel fwd / dx / dw | F(4x4,3x3) fwd / dx / dw |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+
+    def g(v):
+        return f"{v['gflops']:.1f}" if v and "gflops" in v else "—"
     for r in rows:
         vals = [r[w].get("gflops") for w in ("fwd", "dx", "dw")]
         shown = [f"{v:.1f}" if v is not None else "—" for v in vals]
         worst = min(v for v in vals if v is not None)
-        print(f"| {r['layer']} | {r['C']}→{r['M']}, {r['k']}x{r['k']}, s{r['stride']} | {shown[0]} | {shown[1]} | "
-              f"{shown[2]} | {worst / bar:.2f} |")
+        algo = r["fwd"].get("algo", "direct")
+        direct = " / ".join(g(r[w].get("direct")) for w in ("fwd", "dx", "dw")) if algo != "direct" else "(same)"
+        f4 = " / ".join(g(r[w].get("winograd4")) for w in ("fwd", "dx", "dw")) if algo != "direct" else "—"
+        print(f"| {r['layer']} | {r['C']}→{r['M']}, {r['k']}x{r['k']}, s{r['stride']} | {algo} | {shown[0]} | "
+              f"{shown[1]} | {shown[2]} | {worst / bar:.2f} | {direct} | {f4} |")
     print("\n—: the stem's input gradient is never computed; strided input gradients run im2col's transpose "
           "(a GEMM into columns, then col2im) with OpenBLAS, not on the engine")
     print(f"\nwritten {a.out}")

@@ -4,10 +4,12 @@
  * process: the machine's GEMM bar. Driven by bench/conv.py.
  *
  *   conv_runner sgemm N REPS
- *   conv_runner conv fwd|dx|dw N C H W M k s p REPS
+ *   conv_runner conv fwd|dx|dw N C H W M k s p REPS [direct|wino2|wino4]
  *
  * Prints one JSON object: the best (minimum) seconds over REPS runs and the
- * GFLOP/s (a multiply-add counts as 2). */
+ * GFLOP/s (a multiply-add counts as 2) of the direct convolution's work, also
+ * for Winograd F(2x2, 3x3) / F(4x4, 3x3) (wino2, wino4: "effective" GFLOP/s,
+ * fewer multiplies actually run). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +58,13 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc < 12 || strcmp(argv[1], "conv")) {
-        fprintf(stderr, "usage: conv_runner sgemm N REPS | conv fwd|dx|dw N C H W M k s p REPS\n");
+        fprintf(stderr, "usage: conv_runner sgemm N REPS | conv fwd|dx|dw N C H W M k s p REPS [direct|wino2|wino4]\n");
+        return 2;
+    }
+    const char *algo = argc > 12 ? argv[12] : "direct";
+    const int wm = !strcmp(algo, "wino2") ? 2 : !strcmp(algo, "wino4") ? 4 : 0;
+    if (!wm && strcmp(algo, "direct")) {
+        fprintf(stderr, "conv_runner: unknown algorithm '%s' (direct, wino2 or wino4)\n", algo);
         return 2;
     }
     const char *what = argv[2];
@@ -71,6 +79,16 @@ int main(int argc, char **argv)
     int64_t scratch = ct_gemm_a_floats(g.M > g.C ? g.M : g.C, g.M * g.kh * g.kw > K ? g.M * g.kh * g.kw : K);
     if (scratch < ct_gemm_a_floats(g.M, CT_KCW)) scratch = ct_gemm_a_floats(g.M, CT_KCW);
     float *ap = buf(scratch);
+    if (wm && !ct_conv_winograd_ok(&g)) {
+        printf("{\"error\": \"not a Winograd geometry\"}\n");
+        return 0;
+    }
+    if (wm && ct_wino_u_floats(wm, g.M > g.C ? g.M : g.C, g.M > g.C ? g.M : g.C) > scratch)
+        scratch = ct_wino_u_floats(wm, g.M > g.C ? g.M : g.C, g.M > g.C ? g.M : g.C);
+    if (wm) {
+        free(ap);
+        ap = buf(scratch);
+    }
     if (!strcmp(what, "dx") && !ct_conv_grad_input_is_conv(&g, g.ph, g.pw)) {
         printf("{\"error\": \"dX of a strided convolution does not run on the engine\"}\n");
         return 0;
@@ -78,7 +96,12 @@ int main(int argc, char **argv)
     double best = 1e30;
     for (int r = 0; r <= reps; r++) {
         double t = now_s();
-        if (!strcmp(what, "fwd")) ct_conv_forward(&g, x, w, NULL, y, ap);
+        if (wm) {
+            if (!strcmp(what, "fwd")) ct_conv_winograd(wm, &g, x, w, NULL, y, ap);
+            else if (!strcmp(what, "dx"))
+                (wm == 2 ? ct_conv_grad_input_winograd2 : ct_conv_grad_input_winograd4)(&g, y, w, x, ap);
+            else (wm == 2 ? ct_conv_grad_weight_winograd2 : ct_conv_grad_weight_winograd4)(&g, y, x, w, ap);
+        } else if (!strcmp(what, "fwd")) ct_conv_forward(&g, x, w, NULL, y, ap);
         else if (!strcmp(what, "dx")) ct_conv_grad_input_direct(&g, y, w, x, ap);
         else ct_conv_grad_weight_gemm(&g, y, x, w, ap);
         t = now_s() - t;

@@ -1,8 +1,10 @@
 /* c_gemm_lib.c — the GEMM engine of generated C programs: packed, blocked
  * single-precision GEMM with an AVX-512 micro-kernel (a portable C one
- * elsewhere), and convolution as an implicit GEMM whose B operand is packed
+ * elsewhere), convolution as an implicit GEMM whose B operand is packed
  * straight from the NCHW image (im2col happens inside the packing, no column
- * matrix is ever written).
+ * matrix is ever written), and 3x3 stride-1 convolutions, their input and
+ * weight gradients as Winograd F(2x2, 3x3) / F(4x4, 3x3) on the same
+ * micro-kernel (the last sections).
  *
  * This file is C source *for generated programs*: codegen/meson.build embeds
  * it as a string that codegen/c_backend.c pastes into model.c (compiled there
@@ -380,22 +382,26 @@ static void ct_conv_grad_input_direct(const ct_conv_geo *g, const float *dy, con
 static inline void ct_transpose16(__m512 r[16])
 {
     __m512 t[16];
+    #pragma GCC unroll 16
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
+    #pragma GCC unroll 16
     for (int i = 0; i < 4; i++) {
         r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
         r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
         r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
         r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
     }
+    #pragma GCC unroll 16
     for (int i = 0; i < 4; i++) {
         t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
         t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
         t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
         t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
     }
+    #pragma GCC unroll 16
     for (int i = 0; i < 8; i++) {
         r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
         r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
@@ -608,4 +614,714 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
             }
         }
     }
+}
+
+/* ------------------------------------------------------------ Winograd F(m x m, 3x3) */
+
+/* A 3x3 stride-1 convolution (one group, no dilation) as Winograd's minimal filtering F(m x m, 3x3)
+ * (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks"), m = 2 or 4, a = m + 2: each
+ * m x m output tile is A^T [(G g G^T) . (B^T d B)] A over its a x a input patch d, so for every
+ * (input, output) channel pair a tile costs a^2 products instead of 9 m^2 multiply-adds (16 for 36:
+ * 2.25x fewer at m = 2; 36 for 144: 4x at m = 4), and over the batch the work becomes a^2 GEMMs
+ * M_xi (M, tiles) = U_xi (M, C) V_xi (C, tiles), one per point xi of the transform.
+ * Tiles go in blocks of nb (a multiple of CT_NR); a thread transforms a block's input patches into
+ * its own V (a^2 x C x nb floats, laid out as packed B panels of CT_NR tiles, 16 tiles per vector),
+ * runs the GEMMs on the micro-kernel into its own M (a^2 x M x nb), and transforms M into the
+ * output tiles. Interpolation points 0, +-1 (m = 2) and 0, +-1, +-2 (m = 4), and infinity. The
+ * price is rounding: the transforms add and cancel larger intermediate values than a dot product,
+ * so the largest float32 error is about 2-3x (m = 2) and 20-50x (m = 4) the direct convolution's
+ * (tests/c/test_gemm_lib.c holds both to the exact sums; rms about 6x at m = 4). */
+
+typedef float ct_wv __attribute__((vector_size(64), aligned(64))); /* 16 tiles */
+
+#define CT_WINO_MAX_NB 256
+/* Floats between consecutive planes xi of the transformed blocks beyond a plane's size: one cache line,
+ * so that planes a power-of-two size apart, read or written together, do not share L1 sets. */
+#define CT_WINO_PAD 16
+
+#if defined(__AVX512F__)
+/* Two 8x8 transposes at once, one per 256-bit half: r[i] = (a_i | b_i) becomes r[j] = (a_0..7[j] | b_0..7[j]). */
+static inline __attribute__((always_inline)) void ct_transpose8x2(__m512 r[8])
+{
+    __m512 t[8];
+    #pragma GCC unroll 16
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < 2; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    /* 128-bit lanes: out j < 4 = (r_j.0, r_{j+4}.0, r_j.2, r_{j+4}.2), out j + 4 = the same of lanes 1 and 3 */
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    #pragma GCC unroll 16
+    for (int j = 0; j < 4; j++) {
+        t[j] = _mm512_permutex2var_ps(r[j], lo, r[j + 4]);
+        t[j + 4] = _mm512_permutex2var_ps(r[j], hi, r[j + 4]);
+    }
+    #pragma GCC unroll 16
+    for (int j = 0; j < 8; j++) r[j] = t[j];
+}
+#endif
+
+/* r = B^T a (a, r: m + 2 values) */
+static inline __attribute__((always_inline)) void ct_wino_bt(int m, const ct_wv *a, ct_wv *r)
+{
+    if (m == 4) {
+        r[0] = 4.0f * a[0] - 5.0f * a[2] + a[4];
+        r[1] = a[3] + a[4] - 4.0f * (a[1] + a[2]);
+        r[2] = 4.0f * (a[1] - a[2]) + a[4] - a[3];
+        r[3] = 2.0f * (a[3] - a[1]) + a[4] - a[2];
+        r[4] = 2.0f * (a[1] - a[3]) + a[4] - a[2];
+        r[5] = 4.0f * a[1] - 5.0f * a[3] + a[5];
+    } else {
+        r[0] = a[0] - a[2];
+        r[1] = a[1] + a[2];
+        r[2] = a[2] - a[1];
+        r[3] = a[1] - a[3];
+    }
+}
+
+/* o = A^T a (a: m + 2 values, o: m) */
+static inline __attribute__((always_inline)) void ct_wino_at(int m, const ct_wv *a, ct_wv *o)
+{
+    if (m == 4) {
+        const ct_wv s12 = a[1] + a[2], d12 = a[1] - a[2], s34 = a[3] + a[4], d34 = a[3] - a[4];
+        o[0] = a[0] + s12 + s34;
+        o[1] = d12 + 2.0f * d34;
+        o[2] = s12 + 4.0f * s34;
+        o[3] = d12 + 8.0f * d34 + a[5];
+    } else {
+        o[0] = a[0] + a[1] + a[2];
+        o[1] = a[1] - a[2] - a[3];
+    }
+}
+
+/* u = G (g0, g1, g2) (m + 2 values) */
+static inline void ct_wino_g(int m, float g0, float g1, float g2, float *u)
+{
+    if (m == 4) {
+        u[0] = g0 * 0.25f;
+        u[1] = -(g0 + g1 + g2) * (1.0f / 6);
+        u[2] = -(g0 - g1 + g2) * (1.0f / 6);
+        u[3] = g0 * (1.0f / 24) + g1 * (1.0f / 12) + g2 * (1.0f / 6);
+        u[4] = g0 * (1.0f / 24) - g1 * (1.0f / 12) + g2 * (1.0f / 6);
+        u[5] = g2;
+    } else {
+        u[0] = g0;
+        u[1] = (g0 + g1 + g2) * 0.5f;
+        u[2] = (g0 - g1 + g2) * 0.5f;
+        u[3] = g2;
+    }
+}
+
+/* r = A b (b: m values, r: m + 2): the transpose of the output transform, for weight gradients */
+static inline __attribute__((always_inline)) void ct_wino_a(int m, const ct_wv *b, ct_wv *r)
+{
+    if (m == 4) {
+        r[0] = b[0];
+        r[1] = b[0] + b[1] + b[2] + b[3];
+        r[2] = b[0] - b[1] + b[2] - b[3];
+        r[3] = b[0] + 2.0f * b[1] + 4.0f * b[2] + 8.0f * b[3];
+        r[4] = b[0] - 2.0f * b[1] + 4.0f * b[2] - 8.0f * b[3];
+        r[5] = b[3];
+    } else {
+        r[0] = b[0];
+        r[1] = b[0] + b[1];
+        r[2] = b[0] - b[1];
+        r[3] = -b[1];
+    }
+}
+
+/* w = G^T s (s: m + 2 values, w: 3): the transpose of the weight transform, for weight gradients */
+static inline void ct_wino_gt(int m, const double *s, double *w)
+{
+    if (m == 4) {
+        w[0] = s[0] / 4 - (s[1] + s[2]) / 6 + (s[3] + s[4]) / 24;
+        w[1] = (s[2] - s[1]) / 6 + (s[3] - s[4]) / 12;
+        w[2] = (s[3] + s[4] - s[1] - s[2]) / 6 + s[5];
+    } else {
+        w[0] = s[0] + 0.5 * (s[1] + s[2]);
+        w[1] = 0.5 * (s[1] - s[2]);
+        w[2] = 0.5 * (s[1] + s[2]) + s[3];
+    }
+}
+
+/* Whether ct_conv_winograd applies to g. */
+static int ct_conv_winograd_ok(const ct_conv_geo *g)
+{
+    return g->G == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
+           g->ph >= 0 && g->pw >= 0 && g->ph <= 2 && g->pw <= 2 && g->OH == g->H + 2 * g->ph - 2 &&
+           g->OW == g->W + 2 * g->pw - 2;
+}
+
+/* Floats of transformed weights for tile size m: (m + 2)^2 packed A operands (M, C). */
+static int64_t ct_wino_u_floats(int m, int64_t M, int64_t C) { return (m + 2) * (m + 2) * ct_gemm_a_floats(M, C); }
+
+/* U_xi = (G g G^T)_xi for every (output, input) channel pair, packed as (m + 2)^2 A operands (M, C) one
+ * after the other. flip = 0: g = w[o][i] of w (M, C, 3, 3); flip = 1 (an input gradient): g = w[i][o] of
+ * w (C, M, 3, 3) turned by 180 degrees. */
+static void ct_wino_pack_weights(int m, const float *w, int64_t M, int64_t C, int flip, float *u)
+{
+    const int a = m + 2;
+    const int64_t per = ct_gemm_a_floats(M, C), np = (M + CT_MR - 1) / CT_MR;
+    #pragma omp parallel for schedule(static) if (M * C >= 4096)
+    for (int64_t p = 0; p < np; p++)
+        for (int64_t c = 0; c < C; c++) {
+            float v[36][CT_MR]; /* the panel's CT_MR rows at column c, per point xi */
+            for (int i = 0; i < CT_MR; i++) {
+                const int64_t o = p * CT_MR + i;
+                float g[9] = {0}, t[3][6], r[6];
+                if (o < M)
+                    for (int k = 0; k < 9; k++) g[k] = flip ? w[(c * M + o) * 9 + 8 - k] : w[(o * C + c) * 9 + k];
+                for (int j = 0; j < 3; j++) ct_wino_g(m, g[j], g[3 + j], g[6 + j], t[j]); /* t[j] = column j of G g */
+                for (int e = 0; e < a; e++) {
+                    ct_wino_g(m, t[0][e], t[1][e], t[2][e], r); /* row e of (G g) G^T */
+                    for (int k = 0; k < a; k++) v[e * a + k][i] = r[k];
+                }
+            }
+            float *dst = u + p * C * CT_MR + c * CT_MR;
+            for (int xi = 0; xi < a * a; xi++) memcpy(dst + xi * per, v[xi], sizeof v[xi]);
+        }
+}
+
+/* 16 tiles of a batch's m x m tiling (tile p = (image, tile row, tile column) in that order), the
+ * lanes of one vector: where each one's input patch and output tile start. */
+typedef struct {
+    int64_t ibase[16], ih0[16], iw0[16]; /* input patch: offset in x (channel 0), top-left (may be < 0) */
+    int64_t obase[16], oh0[16], ow0[16]; /* output tile: offset in y (channel 0), top-left */
+    int live[16];
+#if defined(__AVX512F__)
+    __mmask8 colm[16]; /* the patch's columns inside the image */
+    int rowok[16];     /* bit r: patch row r is inside the image */
+    /* m = 2 with every lane live, lanes 0..15 (seg 16) or 0..7 and 8..15 (seg 8) consecutive tiles of one
+     * tile row each: a patch row of all the lanes is read by 4 loads (columns 0.. and 2.. of the segments'
+     * row spans, 16 floats each, masked to the image) and spread over the lanes by 4 permutes */
+    int seg;
+    __mmask16 segm[4]; /* seg 16: span columns 0..15, 16..31, 2..17, 18..33; seg 8: 0..15 and 2..17 of A, B */
+#endif
+} ct_wino_lanes;
+
+static inline void ct_wino_lanes_init(int m, const ct_conv_geo *g, int64_t p0, int64_t nlive, ct_wino_lanes *L)
+{
+    const int a = m + 2;
+    const int64_t TW = (g->OW + m - 1) / m, T = (g->OH + m - 1) / m * TW;
+        for (int l = 0; l < 16; l++) {
+        const int64_t p = p0 + l, n = p / T, tt = p % T;
+        L->live[l] = l < nlive;
+        L->oh0[l] = tt / TW * m;
+        L->ow0[l] = tt % TW * m;
+        L->ih0[l] = L->oh0[l] - g->ph;
+        L->iw0[l] = L->ow0[l] - g->pw;
+        L->ibase[l] = n * g->C * g->H * g->W + L->ih0[l] * g->W + L->iw0[l];
+        L->obase[l] = n * g->M * g->OH * g->OW + L->oh0[l] * g->OW + L->ow0[l];
+#if defined(__AVX512F__)
+        L->colm[l] = 0;
+        L->rowok[l] = 0;
+                for (int e = 0; e < a && L->live[l]; e++) {
+            if (L->iw0[l] + e >= 0 && L->iw0[l] + e < g->W) L->colm[l] |= (__mmask8)(1u << e);
+            if (L->ih0[l] + e >= 0 && L->ih0[l] + e < g->H) L->rowok[l] |= 1 << e;
+        }
+#else
+        (void)a;
+#endif
+    }
+#if defined(__AVX512F__)
+    /* the segments: lanes j0.. of one image and tile row, consecutive tile columns */
+    L->seg = 0;
+    if (m == 2 && nlive >= 16) {
+        for (int seg = 16; seg >= 8 && !L->seg; seg -= 8) {
+            int ok = 1;
+            for (int l = 0; l < 16 && ok; l++) {
+                const int j0 = l / seg * seg;
+                ok = L->ih0[l] == L->ih0[j0] && L->iw0[l] == L->iw0[j0] + 2 * (l - j0) &&
+                     L->ibase[l] == L->ibase[j0] + 2 * (l - j0);
+            }
+            if (ok) L->seg = seg;
+        }
+        const int64_t off16[4] = {0, 16, 2, 18}, off8[4] = {0, 2, 0, 2};
+                for (int v = 0; v < 4 && L->seg; v++) {
+            const int j0 = L->seg == 16 ? 0 : v / 2 * 8;
+            const int64_t c0 = L->iw0[j0] + (L->seg == 16 ? off16[v] : off8[v]);
+            L->segm[v] = 0;
+            for (int e = 0; e < 16; e++)
+                if (c0 + e >= 0 && c0 + e < g->W) L->segm[v] |= (__mmask16)(1u << e);
+        }
+    }
+#endif
+}
+
+/* v[xi] = (B^T d B)_xi for the 16 lanes' input patches d of channel c (zero outside the image and for
+ * lanes that are not live). */
+static inline __attribute__((always_inline)) void ct_wino_input(int m, const ct_conv_geo *g, const float *x, int64_t c, const ct_wino_lanes *L,
+                                 ct_wv *v)
+{
+    const int a = m + 2;
+    const int64_t H = g->H, W = g->W, cx = c * H * W;
+    ct_wv d[36], s[36];
+#if defined(__AVX512F__)
+    if (m == 2 && L->seg) {
+        /* column k of lane l: element 2l + k of the two vectors permuted (seg 16: both halves of the
+         * span; seg 8: the spans of lanes 0..7 and of 8..15) */
+        const __m512i i16 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i one = _mm512_set1_epi32(1);
+        #pragma GCC unroll 16
+        for (int r = 0; r < 4; r++) {
+            __m512 w[4];
+            if (L->seg == 16) {
+                const float *src = x + L->ibase[0] + cx + r * W;
+                const int ok = L->rowok[0] >> r & 1;
+                w[0] = ok ? _mm512_maskz_loadu_ps(L->segm[0], src) : _mm512_setzero_ps();
+                w[1] = ok ? _mm512_maskz_loadu_ps(L->segm[1], src + 16) : _mm512_setzero_ps();
+                w[2] = ok ? _mm512_maskz_loadu_ps(L->segm[2], src + 2) : _mm512_setzero_ps();
+                w[3] = ok ? _mm512_maskz_loadu_ps(L->segm[3], src + 18) : _mm512_setzero_ps();
+                d[r * 4 + 0] = (ct_wv)_mm512_permutex2var_ps(w[0], i16, w[1]);
+                d[r * 4 + 1] = (ct_wv)_mm512_permutex2var_ps(w[0], _mm512_add_epi32(i16, one), w[1]);
+                d[r * 4 + 2] = (ct_wv)_mm512_permutex2var_ps(w[2], i16, w[3]);
+                d[r * 4 + 3] = (ct_wv)_mm512_permutex2var_ps(w[2], _mm512_add_epi32(i16, one), w[3]);
+            } else {
+                const float *sa = x + L->ibase[0] + cx + r * W, *sb = x + L->ibase[8] + cx + r * W;
+                const int oka = L->rowok[0] >> r & 1, okb = L->rowok[8] >> r & 1;
+                w[0] = oka ? _mm512_maskz_loadu_ps(L->segm[0], sa) : _mm512_setzero_ps();
+                w[1] = oka ? _mm512_maskz_loadu_ps(L->segm[1], sa + 2) : _mm512_setzero_ps();
+                w[2] = okb ? _mm512_maskz_loadu_ps(L->segm[2], sb) : _mm512_setzero_ps();
+                w[3] = okb ? _mm512_maskz_loadu_ps(L->segm[3], sb + 2) : _mm512_setzero_ps();
+                d[r * 4 + 0] = (ct_wv)_mm512_permutex2var_ps(w[0], i16, w[2]);
+                d[r * 4 + 1] = (ct_wv)_mm512_permutex2var_ps(w[0], _mm512_add_epi32(i16, one), w[2]);
+                d[r * 4 + 2] = (ct_wv)_mm512_permutex2var_ps(w[1], i16, w[3]);
+                d[r * 4 + 3] = (ct_wv)_mm512_permutex2var_ps(w[1], _mm512_add_epi32(i16, one), w[3]);
+            }
+        }
+    } else
+    /* per patch row: lane l's a (of 8) floats by one masked load, lanes l and l + 8 in one vector,
+     * then transposed into d[row][column] over the 16 lanes */
+    #pragma GCC unroll 16
+    for (int r = 0; r < a; r++) {
+        __m512 z[8];
+        #pragma GCC unroll 16
+        for (int l = 0; l < 8; l++) {
+            __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+            if (L->rowok[l] >> r & 1) lo = _mm256_maskz_loadu_ps(L->colm[l], x + L->ibase[l] + cx + r * W);
+            if (L->rowok[l + 8] >> r & 1) hi = _mm256_maskz_loadu_ps(L->colm[l + 8], x + L->ibase[l + 8] + cx + r * W);
+            z[l] = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+        }
+        ct_transpose8x2(z);
+        #pragma GCC unroll 16
+        for (int k = 0; k < a; k++) d[r * a + k] = (ct_wv)z[k];
+    }
+#else
+    float *ds = (float *)d;
+    #pragma GCC unroll 16
+    for (int l = 0; l < 16; l++)
+        #pragma GCC unroll 16
+        for (int r = 0; r < a; r++)
+            #pragma GCC unroll 16
+            for (int k = 0; k < a; k++) {
+                const int64_t ih = L->ih0[l] + r, iw = L->iw0[l] + k;
+                ds[(r * a + k) * 16 + l] = L->live[l] && ih >= 0 && ih < H && iw >= 0 && iw < W
+                                               ? x[L->ibase[l] + cx + r * W + k] : 0.0f;
+            }
+#endif
+    /* B^T d: per column; then (B^T d) B: per row */
+    #pragma GCC unroll 16
+    for (int k = 0; k < a; k++) {
+        ct_wv col[6], r[6];
+        #pragma GCC unroll 16
+        for (int i = 0; i < a; i++) col[i] = d[i * a + k];
+        ct_wino_bt(m, col, r);
+        #pragma GCC unroll 16
+        for (int i = 0; i < a; i++) s[i * a + k] = r[i];
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < a; i++) ct_wino_bt(m, s + i * a, v + i * a);
+}
+
+/* One block of nb tiles, p0.. (np of them live): input transform into V, the GEMMs into Mo, output
+ * transform into y. Inlined with m constant. */
+static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_conv_geo *g, const float *x, const float *u, const float *bias,
+                                 float *y, float *V, float *Mo, int64_t p0, int64_t np, int64_t nb)
+{
+    const int a = m + 2, na = a * a;
+    const int64_t C = g->C, M = g->M, OH = g->OH, OW = g->OW, OHW = OH * OW, per = ct_gemm_a_floats(M, C);
+    const int64_t vs = C * nb + CT_WINO_PAD, ms = M * nb + CT_WINO_PAD; /* between the planes xi of V, of Mo */
+    ct_wv d[36], s[36];
+    /* the input transform, 16 tiles at a time, into lanes 16 (q % 2).. of V_xi's panel q / 2 (rows c) */
+    for (int64_t q = 0; q < nb / 16; q++) {
+        ct_wino_lanes L;
+        ct_wino_lanes_init(m, g, p0 + q * 16, np - q * 16, &L);
+        float *vq = V + (q / 2) * C * CT_NR + (q % 2) * 16;
+        for (int64_t c = 0; c < C; c++) {
+            ct_wv v[36];
+            ct_wino_input(m, g, x, c, &L, v);
+            #pragma GCC unroll 16
+            for (int xi = 0; xi < na; xi++) *(ct_wv *)(vq + xi * vs + c * CT_NR) = v[xi];
+        }
+    }
+    /* the GEMMs: M_xi (M, nb) = U_xi V_xi, CT_KC rows of V's panel at a time */
+    #pragma GCC unroll 16
+    for (int xi = 0; xi < na; xi++)
+        for (int64_t q = 0; q < nb / CT_NR; q++)
+            for (int64_t c0 = 0; c0 < C; c0 += CT_KC) {
+                const int64_t kc = C - c0 < CT_KC ? C - c0 : CT_KC;
+                const float *bq = V + xi * vs + q * C * CT_NR + c0 * CT_NR;
+                for (int64_t m0 = 0; m0 < M; m0 += CT_MR) {
+                    const int mr = M - m0 < CT_MR ? (int)(M - m0) : CT_MR;
+                    float *cq = Mo + xi * ms + m0 * nb + q * CT_NR;
+                    ct_gemm_uk(kc, u + xi * per + m0 * C + c0 * CT_MR, bq, cq, cq + 16, nb, mr, c0 > 0, 0);
+                }
+            }
+    /* the output transform, 16 tiles at a time */
+    for (int64_t q = 0; q * 16 < np; q++) {
+        ct_wino_lanes L;
+        ct_wino_lanes_init(m, g, p0 + q * 16, np - q * 16, &L);
+        const int64_t *obase = L.obase, *oh0 = L.oh0, *ow0 = L.ow0;
+        const int *live = L.live;
+        for (int64_t o = 0; o < M; o++) {
+            const float *mq = Mo + o * nb + q * 16;
+            #pragma GCC unroll 16
+            for (int k = 0; k < a; k++) {
+                ct_wv col[6], r[4];
+                #pragma GCC unroll 16
+                for (int i = 0; i < a; i++) col[i] = *(const ct_wv *)(mq + (i * a + k) * ms);
+                ct_wino_at(m, col, r);
+                #pragma GCC unroll 16
+                for (int i = 0; i < m; i++) s[i * a + k] = r[i];
+            }
+            const float b = bias ? bias[o] : 0.0f;
+            #pragma GCC unroll 16
+            for (int i = 0; i < m; i++) {
+                ct_wv r[4];
+                ct_wino_at(m, s + i * a, r);
+                #pragma GCC unroll 16
+                for (int k = 0; k < m; k++) d[i * m + k] = r[k] + b;
+            }
+#if defined(__AVX512F__)
+            /* lane l's m x m outputs as one vector; row i (its elements i*m..) stored by one masked store */
+            __m512 r16[16];
+            #pragma GCC unroll 16
+            for (int e = 0; e < 16; e++) r16[e] = e < m * m ? (__m512)d[e] : _mm512_setzero_ps();
+            ct_transpose16(r16);
+            #pragma GCC unroll 16
+            for (int l = 0; l < 16; l++) {
+                if (!live[l]) continue;
+                float *dst = y + obase[l] + o * OHW;
+                const int nr = OH - oh0[l] < m ? (int)(OH - oh0[l]) : m;
+                const unsigned cm = OW - ow0[l] < m ? (1u << (OW - ow0[l])) - 1u : (1u << m) - 1u;
+                for (int i = 0; i < nr; i++)
+                    _mm512_mask_storeu_ps(dst + i * (OW - m), (__mmask16)(cm << (i * m)), r16[l]);
+            }
+#else
+            const float *os = (const float *)d;
+            #pragma GCC unroll 16
+            for (int l = 0; l < 16; l++) {
+                if (!live[l]) continue;
+                float *dst = y + obase[l] + o * OHW;
+                #pragma GCC unroll 16
+                for (int i = 0; i < m && oh0[l] + i < OH; i++)
+                    #pragma GCC unroll 16
+                    for (int k = 0; k < m && ow0[l] + k < OW; k++) dst[i * OW + k] = os[(i * m + k) * 16 + l];
+            }
+#endif
+        }
+    }
+}
+
+/* Per-thread V and M blocks, grown on demand and kept. */
+static float *ct_wino_buf[CT_GEMM_MAX_THREADS];
+static int64_t ct_wino_cap[CT_GEMM_MAX_THREADS];
+
+/* y = conv(x, w) (+ bias) for a geometry ct_conv_winograd_ok accepts, on weights transformed by
+ * ct_wino_pack_weights (same m) into u. */
+static void ct_conv_winograd_packed(int m, const ct_conv_geo *g, const float *x, const float *u, const float *bias,
+                                    float *y)
+{
+    const int64_t na = (m + 2) * (m + 2), C = g->C, M = g->M;
+    const int64_t P = g->N * ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+    if (nt > CT_GEMM_MAX_THREADS) nt = CT_GEMM_MAX_THREADS;
+#endif
+    /* tiles per block: V and M of a block within half the L2 (512 KiB) where that leaves at least 64
+     * tiles, so that the GEMMs read V, and the output transform M, from L2; else (many channels, where
+     * reading all of U per block costs more than L2 misses) within about 16 MiB. The blocks are spread
+     * evenly over the threads. */
+    int64_t budget = ((int64_t)1 << 17) / (na * (C + M)) / CT_NR * CT_NR;
+    if (budget < 64) budget = ((int64_t)1 << 22) / (na * (C + M)) / CT_NR * CT_NR;
+    if (budget < CT_NR) budget = CT_NR;
+    if (budget > CT_WINO_MAX_NB) budget = CT_WINO_MAX_NB;
+    const int64_t per_thread = (P + nt - 1) / nt, rounds = (per_thread + budget - 1) / budget;
+    const int64_t nb = ((per_thread + rounds - 1) / rounds + CT_NR - 1) / CT_NR * CT_NR;
+    const int64_t nblocks = (P + nb - 1) / nb;
+    if (nt > nblocks) nt = (int)nblocks;
+    const int64_t need = na * (C * nb + M * nb + 2 * CT_WINO_PAD);
+    for (int t = 0; t < nt; t++)
+        if (ct_wino_cap[t] < need) {
+            free(ct_wino_buf[t]);
+            if (!(ct_wino_buf[t] = aligned_alloc(64, sizeof(float) * (size_t)need))) abort();
+            ct_wino_cap[t] = need;
+        }
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        float *V = ct_wino_buf[t], *Mo = V + na * (C * nb + CT_WINO_PAD);
+        for (int64_t bi = t; bi < nblocks; bi += nt) {
+            const int64_t p0 = bi * nb, np = P - p0 < nb ? P - p0 : nb;
+            if (m == 4) ct_wino_block(4, g, x, u, bias, y, V, Mo, p0, np, nb);
+            else ct_wino_block(2, g, x, u, bias, y, V, Mo, p0, np, nb);
+        }
+    }
+}
+
+/* The same, transforming the weights first into u (ct_wino_u_floats(m, M, C) floats of scratch). */
+static void ct_conv_winograd(int m, const ct_conv_geo *g, const float *x, const float *w, const float *bias,
+                             float *y, float *u)
+{
+    ct_wino_pack_weights(m, w, g->M, g->C, 0, u);
+    ct_conv_winograd_packed(m, g, x, u, bias, y);
+}
+
+/* The geometry of a stride-1 convolution's input gradient as a forward convolution of dY. */
+static ct_conv_geo ct_conv_grad_input_geo(const ct_conv_geo *g)
+{
+    ct_conv_geo r = {.N = g->N, .C = g->M, .H = g->OH, .W = g->OW, .M = g->C, .OH = g->H, .OW = g->W, .G = 1,
+                     .kh = g->kh, .kw = g->kw, .sh = 1, .sw = 1, .ph = (g->kh - 1) * g->dh - g->ph,
+                     .pw = (g->kw - 1) * g->dw - g->pw, .dh = g->dh, .dw = g->dw};
+    return r;
+}
+
+/* dX (N, C, H, W) of a convolution g (3x3, stride 1) as the Winograd convolution of dY with the flipped
+ * kernel; u: ct_wino_u_floats(m, C, M) floats of scratch. */
+static void ct_conv_grad_input_winograd(int m, const ct_conv_geo *g, const float *dy, const float *w, float *dx,
+                                        float *u)
+{
+    const ct_conv_geo r = ct_conv_grad_input_geo(g);
+    ct_wino_pack_weights(m, w, g->C, g->M, 1, u);
+    ct_conv_winograd_packed(m, &r, dy, u, 0, dx);
+}
+
+/* ct_conv_grad_input_winograd with m fixed: the GEMM engine's fn(&geometry, x0, x1, y0, scratch) form. */
+static void ct_conv_grad_input_winograd2(const ct_conv_geo *g, const float *dy, const float *w, float *dx, float *u)
+{
+    ct_conv_grad_input_winograd(2, g, dy, w, dx, u);
+}
+
+static void ct_conv_grad_input_winograd4(const ct_conv_geo *g, const float *dy, const float *w, float *dx, float *u)
+{
+    ct_conv_grad_input_winograd(4, g, dy, w, dx, u);
+}
+
+/* ------------------------------------------------------------ Winograd weight gradients */
+
+/* v[xi] = (A dY A^T)_xi for the 16 lanes' m x m tiles of dY's channel o (zero past the output's edge
+ * and for lanes that are not live). */
+static inline __attribute__((always_inline)) void ct_wino_dy(int m, const ct_conv_geo *g, const float *dy, int64_t o, const ct_wino_lanes *L,
+                              ct_wv *v)
+{
+    const int a = m + 2;
+    const int64_t OH = g->OH, OW = g->OW, co = o * OH * OW;
+    ct_wv d[16], s[24];
+#if defined(__AVX512F__)
+    #pragma GCC unroll 16
+    for (int r = 0; r < m; r++) {
+        __m512 z[8];
+        #pragma GCC unroll 16
+        for (int l = 0; l < 8; l++) {
+            __m256 h[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+            #pragma GCC unroll 16
+            for (int u = 0; u < 2; u++) {
+                const int k = l + 8 * u;
+                if (!L->live[k] || L->oh0[k] + r >= OH) continue;
+                const int64_t nc = OW - L->ow0[k] < m ? OW - L->ow0[k] : m;
+                h[u] = _mm256_maskz_loadu_ps((__mmask8)((1u << nc) - 1u), dy + L->obase[k] + co + r * OW);
+            }
+            z[l] = _mm512_insertf32x8(_mm512_castps256_ps512(h[0]), h[1], 1);
+        }
+        ct_transpose8x2(z);
+        #pragma GCC unroll 16
+        for (int k = 0; k < m; k++) d[r * m + k] = (ct_wv)z[k];
+    }
+#else
+    float *ds = (float *)d;
+    #pragma GCC unroll 16
+    for (int l = 0; l < 16; l++)
+        #pragma GCC unroll 16
+        for (int r = 0; r < m; r++)
+            #pragma GCC unroll 16
+            for (int k = 0; k < m; k++)
+                ds[(r * m + k) * 16 + l] = L->live[l] && L->oh0[l] + r < OH && L->ow0[l] + k < OW
+                                               ? dy[L->obase[l] + co + r * OW + k] : 0.0f;
+#endif
+    /* A dY: per column (into a rows); then (A dY) A^T: per row */
+    #pragma GCC unroll 16
+    for (int k = 0; k < m; k++) {
+        ct_wv col[4], r[6];
+        #pragma GCC unroll 16
+        for (int i = 0; i < m; i++) col[i] = d[i * m + k];
+        ct_wino_a(m, col, r);
+        #pragma GCC unroll 16
+        for (int i = 0; i < a; i++) s[i * m + k] = r[i];
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < a; i++) ct_wino_a(m, s + i * m, v + i * a);
+}
+
+/* Lane l of st[0..15][xi] as 16 floats: the first 8 to lo + l*ld, the other 8 to hi + l*ld (16 tiles x
+ * 16 channels turned into rows of channels per tile). */
+static inline __attribute__((always_inline)) void ct_wino_store_t(ct_wv st[16][36], int xi, float *lo, float *hi, int64_t ld)
+{
+#if defined(__AVX512F__)
+    __m512 r16[16];
+    #pragma GCC unroll 16
+    for (int cc = 0; cc < 16; cc++) r16[cc] = (__m512)st[cc][xi];
+    ct_transpose16(r16);
+    #pragma GCC unroll 16
+    for (int l = 0; l < 16; l++) {
+        _mm256_storeu_ps(lo + l * ld, _mm512_castps512_ps256(r16[l]));
+        _mm256_storeu_ps(hi + l * ld, _mm512_extractf32x8_ps(r16[l], 1));
+    }
+#else
+    #pragma GCC unroll 16
+    for (int l = 0; l < 16; l++)
+        #pragma GCC unroll 16
+        for (int cc = 0; cc < 16; cc++) (cc < 8 ? lo : hi - 8)[l * ld + cc] = st[cc][xi][l];
+#endif
+}
+
+/* Per-thread buffers of the weight gradient, grown on demand and kept. */
+static float *ct_winow_buf[CT_GEMM_MAX_THREADS];
+static int64_t ct_winow_cap[CT_GEMM_MAX_THREADS];
+
+
+/* One block of the weight gradient: tiles p0.. (np of them live) transformed into V and U, and
+ * dU += the block's GEMMs. Inlined with m constant. */
+static inline __attribute__((always_inline)) void ct_winow_block(int m, const ct_conv_geo *g, const float *dy,
+                                                               const float *x, float *V, float *U, float *dU,
+                                                               int64_t p0, int64_t np, int64_t nb)
+{
+    const int a = m + 2, na = a * a;
+    const int64_t C = g->C, M = g->M, Cp = (C + 31) / 32 * 32, Mp = (M + 15) / 16 * 16;
+    const int64_t vs = Cp * nb + CT_WINO_PAD, us = Mp * nb + CT_WINO_PAD, ds = Mp * Cp + CT_WINO_PAD;
+    ct_wv stage[16][36];
+    for (int64_t q = 0; q < nb / 16; q++) {
+        ct_wino_lanes L;
+        ct_wino_lanes_init(m, g, p0 + q * 16, np - q * 16, &L);
+        /* V_xi rows q*16.. (tiles), 16 channels at a time */
+        for (int64_t c0 = 0; c0 < Cp; c0 += 16) {
+            for (int cc = 0; cc < 16; cc++) {
+                if (c0 + cc < C) ct_wino_input(m, g, x, c0 + cc, &L, stage[cc]);
+                else
+                    for (int xi = 0; xi < na; xi++) stage[cc][xi] = (ct_wv){0};
+            }
+            for (int xi = 0; xi < na; xi++) {
+                float *dst = V + xi * vs + (c0 / 32) * nb * 32 + q * 16 * 32 + c0 % 32;
+                ct_wino_store_t(stage, xi, dst, dst + 8, 32);
+            }
+        }
+        /* dY'_xi rows q*16.. (tiles), 16 output channels (two A panels) at a time */
+        for (int64_t o0 = 0; o0 < Mp; o0 += 16) {
+            for (int oo = 0; oo < 16; oo++) {
+                if (o0 + oo < M) ct_wino_dy(m, g, dy, o0 + oo, &L, stage[oo]);
+                else
+                    for (int xi = 0; xi < na; xi++) stage[oo][xi] = (ct_wv){0};
+            }
+            for (int xi = 0; xi < na; xi++) {
+                float *lo = U + xi * us + (o0 / 8) * nb * 8 + q * 16 * 8;
+                ct_wino_store_t(stage, xi, lo, lo + nb * 8, 8);
+            }
+        }
+    }
+    /* dU_xi (Mp, Cp) += dY'_xi V_xi over this block's tiles */
+    for (int xi = 0; xi < na; xi++)
+        for (int64_t cp = 0; cp < Cp / 32; cp++) {
+            const float *bq = V + xi * vs + cp * nb * 32;
+            for (int64_t mp = 0; mp < Mp / CT_MR; mp++) {
+                float *cq = dU + xi * ds + mp * CT_MR * Cp + cp * 32;
+                ct_gemm_uk(nb, U + xi * us + mp * nb * CT_MR, bq, cq, cq + 16, Cp, CT_MR, 1, 0);
+            }
+        }
+}
+
+/* dW (M, C, 3, 3) of a convolution g that ct_conv_winograd_ok accepts, as Winograd F(m x m, 3x3) run
+ * backwards: by linearity of y_t = A^T [U . V_t] A, dU = sum over tiles t of (A dY_t A^T) . V_t and
+ * dW = G^T dU G. Per block of tiles a thread transforms the input patches (V_t, as packed B panels:
+ * rows = tiles, 32 channels wide) and the dY tiles (as packed A panels: rows = tiles, CT_MR output
+ * channels wide), both through 16x16 transposes, and accumulates the (m + 2)^2 GEMMs
+ * dU_xi (M, C) += dY'_xi (M, tiles) V_xi (tiles, C) into its own dU; then the threads' dU are summed
+ * (in double) and turned into dW. */
+static void ct_conv_grad_weight_winograd(int m, const ct_conv_geo *g, const float *dy, const float *x, float *dw)
+{
+    const int a = m + 2, na = a * a;
+    const int64_t C = g->C, M = g->M, Cp = (C + 31) / 32 * 32, Mp = (M + 15) / 16 * 16;
+    /* tiles per block (the depth of its GEMMs): V and U of a block within half the L2 (512 KiB), 64 to 128 */
+    int64_t nb = ((int64_t)1 << 17) / (na * (Cp + Mp)) / 16 * 16;
+    nb = nb < 64 ? 128 : nb > 128 ? 128 : nb;
+    const int64_t P = g->N * ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m), nblocks = (P + nb - 1) / nb;
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+    if (nt > CT_GEMM_MAX_THREADS) nt = CT_GEMM_MAX_THREADS;
+#endif
+    if (nt > nblocks) nt = (int)nblocks;
+    const int64_t vs = Cp * nb + CT_WINO_PAD, us = Mp * nb + CT_WINO_PAD, ds = Mp * Cp + CT_WINO_PAD;
+    const int64_t need = na * (vs + us + ds);
+    for (int t = 0; t < nt; t++)
+        if (ct_winow_cap[t] < need) {
+            free(ct_winow_buf[t]);
+            if (!(ct_winow_buf[t] = aligned_alloc(64, sizeof(float) * (size_t)need))) abort();
+            ct_winow_cap[t] = need;
+        }
+    #pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        float *V = ct_winow_buf[t], *U = V + na * vs, *dU = U + na * us;
+        memset(dU, 0, sizeof(float) * (size_t)(na * ds));
+        for (int64_t bi = t; bi < nblocks; bi += nt) {
+            const int64_t p0 = bi * nb, np = P - p0 < nb ? P - p0 : nb;
+            if (m == 4) ct_winow_block(4, g, dy, x, V, U, dU, p0, np, nb);
+            else ct_winow_block(2, g, dy, x, V, U, dU, p0, np, nb);
+        }
+        #pragma omp barrier
+        /* dW = G^T (sum of the threads' dU) G, each thread a slice of the (o, c) pairs */
+        const int64_t e0 = M * C * t / nt, e1 = M * C * (t + 1) / nt;
+        for (int64_t e = e0; e < e1; e++) {
+            const int64_t o = e / C, c = e % C;
+            double S[36], T3[6][3];
+            for (int xi = 0; xi < na; xi++) {
+                double sum = 0.0;
+                for (int u = 0; u < nt; u++) sum += ct_winow_buf[u][na * (vs + us) + xi * ds + o * Cp + c];
+                S[xi] = sum;
+            }
+            for (int i = 0; i < a; i++) ct_wino_gt(m, S + i * a, T3[i]); /* rows of S G */
+            for (int j = 0; j < 3; j++) {
+                double col[6], w3[3];
+                for (int i = 0; i < a; i++) col[i] = T3[i][j];
+                ct_wino_gt(m, col, w3);
+                for (int i = 0; i < 3; i++) dw[(o * C + c) * 9 + i * 3 + j] = (float)w3[i];
+            }
+        }
+    }
+}
+
+static void ct_conv_grad_weight_winograd2(const ct_conv_geo *g, const float *dy, const float *x, float *dw, float *unused)
+{
+    (void)unused;
+    ct_conv_grad_weight_winograd(2, g, dy, x, dw);
+}
+
+static void ct_conv_grad_weight_winograd4(const ct_conv_geo *g, const float *dy, const float *x, float *dw, float *unused)
+{
+    (void)unused;
+    ct_conv_grad_weight_winograd(4, g, dy, x, dw);
 }

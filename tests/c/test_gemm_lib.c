@@ -4,7 +4,9 @@
  * accumulation) and convolutions as implicit GEMMs (strides, padding,
  * dilation, groups, 1x1, images whose pixel count is or is not a multiple of
  * 16), the input gradient of stride-1 convolutions computed as a
- * convolution of dY, and the weight gradient as a GEMM over the pixels. Prints one line per case and "N passed, N failed". */
+ * convolution of dY, the weight gradient as a GEMM over the pixels, and
+ * 3x3 stride-1 convolutions and their input gradients on Winograd F(2x2, 3x3)
+ * and F(4x4, 3x3). Prints one line per case and "N passed, N failed". */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +19,10 @@
 #include "c_gemm_lib.c"
 
 static int n_pass, n_fail;
+
+/* Winograd against the exact sums: its transforms round more than a direct dot product */
+#define WINO2_TOL 2e-6
+#define WINO4_TOL 3e-5
 
 static float frand(uint64_t *s)
 {
@@ -135,6 +141,30 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int
         snprintf(w2, sizeof w2, "dX of %s", what);
         check(w2, dx, rdx, nx, 2e-6);
         free(dy), free(dx), free(rdx), free(ap2);
+        /* the same on Winograd F(2x2, 3x3) and F(4x4, 3x3) */
+        for (int wm = 2; wm <= 4 && ct_conv_winograd_ok(&g); wm += 2) {
+            float *dy2 = rand_buf(ny, 14), *dx2 = malloc(sizeof(float) * (size_t)nx);
+            double *rdx2 = malloc(sizeof(double) * (size_t)nx);
+            const ct_conv_geo r = ct_conv_grad_input_geo(&g);
+            float *wf = malloc(sizeof(float) * (size_t)(M * C * 9)); /* the flipped kernel, (C, M, 3, 3) */
+            for (int64_t m = 0; m < M; m++)
+                for (int64_t c = 0; c < C; c++)
+                    for (int e = 0; e < 9; e++) wf[(c * M + m) * 9 + e] = w[(m * C + c) * 9 + 8 - e];
+            ref_conv(&r, dy2, wf, 0, rdx2);
+            float *u = alloc64(ct_wino_u_floats(wm, C, M));
+            (wm == 2 ? ct_conv_grad_input_winograd2 : ct_conv_grad_input_winograd4)(&g, dy2, w, dx2, u);
+            snprintf(w2, sizeof w2, "winograd F(%d) dX of %s", wm, what);
+            check(w2, dx2, rdx2, nx, wm == 2 ? WINO2_TOL : WINO4_TOL);
+            free(dy2), free(dx2), free(rdx2), free(wf), free(u);
+        }
+    }
+    for (int wm = 2; wm <= 4 && ct_conv_winograd_ok(&g); wm += 2) {
+        float *u = alloc64(ct_wino_u_floats(wm, M, C));
+        ct_conv_winograd(wm, &g, x, w, bias, y, u);
+        char w4[200];
+        snprintf(w4, sizeof w4, "winograd F(%d) %s", wm, what);
+        check(w4, y, ref, ny, wm == 2 ? WINO2_TOL : WINO4_TOL);
+        free(u);
     }
     /* the weight gradient: dW = sum over the batch of dY im2col(X)^T */
     {
@@ -160,6 +190,12 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int
         char w3[200];
         snprintf(w3, sizeof w3, "dW of %s", what);
         check(w3, dw, rdw, M * K, 2e-6);
+        for (int wm = 2; wm <= 4 && ct_conv_winograd_ok(&g); wm += 2) {
+            memset(dw, 0xff, sizeof(float) * (size_t)(M * K)); /* NaNs: every element must be written */
+            (wm == 2 ? ct_conv_grad_weight_winograd2 : ct_conv_grad_weight_winograd4)(&g, dy, x, dw, 0);
+            snprintf(w3, sizeof w3, "winograd F(%d) dW of %s", wm, what);
+            check(w3, dw, rdw, M * K, wm == 2 ? WINO2_TOL : WINO4_TOL);
+        }
         free(dy), free(dw), free(rdw), free(ab);
     }
     free(x), free(w), free(bias), free(y), free(ref), free(ap);
@@ -191,6 +227,11 @@ int main(void)
         test_conv(2, 12, 18, 18, 18, 3, 1, 1, 1, 3, 1);  /* 3 groups */
         test_conv(1, 4, 70, 70, 4, 7, 2, 3, 1, 1, 0);    /* an ImageNet-like stem */
         test_conv(2, 4, 21, 40, 4, 3, 1, 0, 1, 1, 0);    /* no padding, wide rows */
+        test_conv(3, 64, 32, 32, 64, 3, 1, 1, 1, 1, 0);  /* a CIFAR layer1 (Winograd, several blocks) */
+        test_conv(2, 200, 13, 11, 20, 3, 1, 1, 1, 1, 1); /* Winograd: partial tiles, two K blocks */
+        test_conv(9, 24, 6, 5, 300, 3, 1, 2, 1, 1, 0);   /* Winograd: padding 2, many output channels */
+        test_conv(8, 256, 4, 4, 256, 3, 1, 1, 1, 1, 0);  /* Winograd: a CIFAR layer3 at 16x16 inputs */
+        test_conv(8, 256, 2, 2, 256, 3, 1, 1, 1, 1, 0);  /* 2x2 */
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;

@@ -1227,8 +1227,8 @@ static void emit_engine_call(cg *c, const ct_node *n, const int64_t *v, int64_t 
 /* The tile size m of Winograd F(m x m, 3x3) (ct_conv_winograd in c_gemm_lib.c, whose
  * ct_conv_winograd_ok this mirrors) for a convolution (ct_conv_geo fields v), 0 for the direct
  * implicit GEMM: Winograd takes 3x3, stride 1, no dilation, one group, the same padding (at most 2) on
- * both sides, at least 16 input and 16 output channels, and no more than half the multiplies of the
- * direct convolution once partial tiles are counted; the same choice holds for the convolution's input
+ * both sides, at least 16 input and 16 output channels, at least 32 tiles in the batch, and no more
+ * than half the multiplies of the direct convolution once partial tiles are counted; the same choice holds for the convolution's input
  * gradient (as the convolution of dY it is) and its weight gradient. m is CONTRA_WINOGRAD from the
  * compiler's environment: 0 (off), 2 (the default) or 4 (4x fewer multiplies than direct but about 20x
  * its rounding error, against 2.25x and 2x at m = 2: see c_gemm_lib.c). */
@@ -1242,6 +1242,9 @@ static int winograd_tile(const int64_t *v /* N C H W M OH OW G kh kw sh sw ph pw
         return 0;
     if (v[1] < 16 || v[4] < 16) return 0;
     const double tiles = (double)((v[5] + m - 1) / m) * (double)((v[6] + m - 1) / m);
+    /* fewer tiles than a GEMM panel in the batch (a 7x7 map at batch 1): one block, one thread, and the
+     * transformed weights ((m+2)^2/9 the weights' size) read for too little work; direct is faster */
+    if (tiles * (double)v[0] < 32) return 0;
     return (m + 2) * (m + 2) * tiles <= 0.5 * 9.0 * (double)v[5] * (double)v[6] ? m : 0;
 }
 

@@ -107,6 +107,13 @@ static void ct_bpack_plain(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j0
     }
 }
 
+/* Bit e set where column c0 + e of a row of W columns exists (e < 16). */
+static inline uint32_t ct_cols_mask(int64_t c0, int64_t W)
+{
+    const int64_t lo = c0 < 0 ? -c0 : 0, hi = W - c0 < 16 ? W - c0 : 16;
+    return hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
+}
+
 /* im2col inside the packing. A run of 16 columns that stays in one output row
  * of one image at stride 1 reads 16 neighbouring input pixels: one (masked)
  * vector load per row k; other columns are gathered one by one. */
@@ -128,11 +135,15 @@ static void ct_bpack_im2col(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j
             r0[t] = oh * b->sh - b->ph;
             c0[t] = ow * b->sw - b->pw;
         }
-        int run[CT_NR / 16]; /* the 16-column run is one output row segment at stride 1 */
+        int run[CT_NR / 16]; /* the 16-column run is one output row segment at stride 1 (or 2, with AVX-512) */
         for (int v = 0; v < CT_NR / 16; v++) {
             const int64_t *bs = base + 16 * v, *rs = r0 + 16 * v, *cs = c0 + 16 * v;
+#if defined(__AVX512F__)
+            int ok = (b->sw == 1 || b->sw == 2) && bs[15] >= 0;
+#else
             int ok = b->sw == 1 && bs[15] >= 0;
-            for (int t = 1; t < 16 && ok; t++) ok = bs[t] == bs[0] && rs[t] == rs[0] && cs[t] == cs[0] + t;
+#endif
+            for (int t = 1; t < 16 && ok; t++) ok = bs[t] == bs[0] && rs[t] == rs[0] && cs[t] == cs[0] + b->sw * t;
             run[v] = ok;
         }
         for (int64_t k = 0; k < kc; k++) {
@@ -148,6 +159,18 @@ static void ct_bpack_im2col(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j
                         for (int t = 0; t < 16; t++) dv[t] = 0.0f;
                         continue;
                     }
+#if defined(__AVX512F__)
+                    if (b->sw == 2) {
+                        /* the 31 input columns iw.. by two masked loads (columns outside the row are 0),
+                         * the even ones kept */
+                        const float *row = xc + bs[0] + ih * b->W;
+                        const __mmask16 m0 = ct_cols_mask(iw, b->W), m1 = ct_cols_mask(iw + 16, b->W);
+                        const __m512 lo = _mm512_maskz_loadu_ps(m0, row + iw), hi = _mm512_maskz_loadu_ps(m1, row + iw + 16);
+                        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                        _mm512_storeu_ps(dv, _mm512_permutex2var_ps(lo, even, hi));
+                        continue;
+                    }
+#endif
                     /* lanes lo..hi-1 read the row from its element iw + lo on; the others are padding */
                     const int64_t lo = iw < 0 ? -iw : 0, hi = b->W - iw < 16 ? b->W - iw : 16;
                     if (hi <= lo) {

@@ -83,3 +83,33 @@ def test_resnet50_arena_report(contra_bin, tmp_path):
     arena, naive, pct, scratch = (float(v) for v in m.groups())
     assert naive > 100
     assert arena - scratch <= 0.40 * naive
+
+
+@pytest.mark.parametrize("tile", ["0", "2", "4"])
+def test_winograd_tiles_match_onnxruntime(contra_bin, tmp_path, tile):
+    """CONTRA_WINOGRAD picks the 3x3 stride-1 convolutions' kernel (0: direct GEMM, 2: F(2x2,3x3), the default,
+    4: F(4x4,3x3)); each choice is what the generated program calls, and each agrees with onnxruntime on the
+    CIFAR ResNet-18 (whose 3x3 layers all qualify at batch 8)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    path = models.export("cifar_resnet18", "bn", 13, dynamic=True)
+    env = dict(os.environ, CONTRA_WINOGRAD=tile, CONTRA_CACHE=str(tmp_path / "cache"))
+    p = subprocess.run([str(contra_bin), "compile", str(path), "--infer", "--batch", "8", "-o", str(tmp_path / "p")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stderr
+    src = (tmp_path / "p" / "model.c").read_text()
+    calls = {m: src.count(f"ct_conv_winograd_packed({m}, &g, x0") for m in (2, 4)}
+    # 3x3 stride-1 with >= 16 channels: layer1 4, layer2..4 3 each; at 4x4 (layer4) F(4x4) has 8 tiles in the
+    # batch, fewer than the 32 Winograd needs
+    want = {"0": {2: 0, 4: 0}, "2": {2: 13, 4: 0}, "4": {2: 0, 4: 10}}[tile]
+    assert calls == want, f"Winograd convolutions per tile size {calls}, expected {want}"
+    feeds = models.inputs(path, seed=3, batch=8)
+    (iname, x), = feeds.items()
+    np.save(tmp_path / "x.npy", x)
+    p = subprocess.run([str(contra_bin), "run", str(path), "--batch", "8", "--input", str(tmp_path / "x.npy"),
+                        "--output", str(tmp_path / "y.npy")], capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stderr
+    got, ref = np.load(tmp_path / "y.npy"), models.ort_run(path, feeds, threads=2)[0]
+    err, scale = np.abs(got - ref).max(), np.abs(ref).max()
+    print(f"CONTRA_WINOGRAD={tile}: max abs diff {err:.3g} of max |ref| {scale:.3g}")
+    assert err <= 1e-4 * scale

@@ -401,22 +401,30 @@ static void ct_conv_grad_input_direct(const ct_conv_geo *g, const float *dy, con
 #define CT_KCW 384 /* pixels per packed block of the weight gradient */
 
 #if defined(__AVX512F__)
-/* r[i][j] -> r[j][i] for a 16x16 block held as 16 vectors. */
-static inline void ct_transpose16(__m512 r[16])
+/* The first two stages of a transpose of n (8 or 16) vectors: within every 128-bit lane, the 4x4 blocks
+ * of rows 4i..4i+3 transposed. */
+static inline __attribute__((always_inline)) void ct_transpose_4x4_lanes(__m512 *r, int n)
 {
     __m512 t[16];
     #pragma GCC unroll 16
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < n / 2; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
     #pragma GCC unroll 16
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < n / 4; i++) {
         r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
         r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
         r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
         r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
     }
+}
+
+/* r[i][j] -> r[j][i] for a 16x16 block held as 16 vectors. */
+static inline __attribute__((always_inline)) void ct_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    ct_transpose_4x4_lanes(r, 16);
     #pragma GCC unroll 16
     for (int i = 0; i < 4; i++) {
         t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
@@ -667,18 +675,7 @@ typedef float ct_wv __attribute__((vector_size(64), aligned(64))); /* 16 tiles *
 static inline __attribute__((always_inline)) void ct_transpose8x2(__m512 r[8])
 {
     __m512 t[8];
-    #pragma GCC unroll 16
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    #pragma GCC unroll 16
-    for (int i = 0; i < 2; i++) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
+    ct_transpose_4x4_lanes(r, 8);
     /* 128-bit lanes: out j < 4 = (r_j.0, r_{j+4}.0, r_j.2, r_{j+4}.2), out j + 4 = the same of lanes 1 and 3 */
     const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
     const __m512i hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
@@ -761,6 +758,31 @@ static inline __attribute__((always_inline)) void ct_wino_a(int m, const ct_wv *
     }
 }
 
+/* v = T d T' for the separable transforms on 16 lanes: kind 0: T = B^T on an a x a block (a = m + 2),
+ * into a x a; kind 1: T = A^T, a x a into m x m; kind 2: T = A, m x m into a x a. Blocks row-major. */
+static inline __attribute__((always_inline)) void ct_wino_2d(int m, int kind, const ct_wv *d, ct_wv *v)
+{
+    const int n = kind == 2 ? m : m + 2, o = kind == 1 ? m : m + 2;
+    ct_wv s[36]; /* T d: o rows of n */
+    #pragma GCC unroll 16
+    for (int k = 0; k < n; k++) {
+        ct_wv col[6], r[6];
+        #pragma GCC unroll 16
+        for (int i = 0; i < n; i++) col[i] = d[i * n + k];
+        if (kind == 0) ct_wino_bt(m, col, r);
+        else if (kind == 1) ct_wino_at(m, col, r);
+        else ct_wino_a(m, col, r);
+        #pragma GCC unroll 16
+        for (int i = 0; i < o; i++) s[i * n + k] = r[i];
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < o; i++) {
+        if (kind == 0) ct_wino_bt(m, s + i * n, v + i * o);
+        else if (kind == 1) ct_wino_at(m, s + i * n, v + i * o);
+        else ct_wino_a(m, s + i * n, v + i * o);
+    }
+}
+
 /* w = G^T s (s: m + 2 values, w: 3): the transpose of the weight transform, for weight gradients */
 static inline void ct_wino_gt(int m, const double *s, double *w)
 {
@@ -819,9 +841,9 @@ typedef struct {
     int64_t ibase[16], ih0[16], iw0[16]; /* input patch: offset in x (channel 0), top-left (may be < 0) */
     int64_t obase[16], oh0[16], ow0[16]; /* output tile: offset in y (channel 0), top-left */
     int live[16];
+    unsigned icols[16], irows[16]; /* bit k / r: patch column / row k inside the image (0 if not live) */
+    unsigned ocols[16], orows[16]; /* bit k / r: tile column / row k inside the output (0 if not live) */
 #if defined(__AVX512F__)
-    __mmask8 colm[16]; /* the patch's columns inside the image */
-    int rowok[16];     /* bit r: patch row r is inside the image */
     /* m = 2 with every lane live, lanes 0..15 (seg 16) or 0..7 and 8..15 (seg 8) consecutive tiles of one
      * tile row each: a patch row of all the lanes is read by 4 loads (columns 0.. and 2.. of the segments'
      * row spans, 16 floats each, masked to the image) and spread over the lanes by 4 permutes */
@@ -834,7 +856,7 @@ static inline void ct_wino_lanes_init(int m, const ct_conv_geo *g, int64_t p0, i
 {
     const int a = m + 2;
     const int64_t TW = (g->OW + m - 1) / m, T = (g->OH + m - 1) / m * TW;
-        for (int l = 0; l < 16; l++) {
+    for (int l = 0; l < 16; l++) {
         const int64_t p = p0 + l, n = p / T, tt = p % T;
         L->live[l] = l < nlive;
         L->oh0[l] = tt / TW * m;
@@ -843,16 +865,13 @@ static inline void ct_wino_lanes_init(int m, const ct_conv_geo *g, int64_t p0, i
         L->iw0[l] = L->ow0[l] - g->pw;
         L->ibase[l] = n * g->C * g->H * g->W + L->ih0[l] * g->W + L->iw0[l];
         L->obase[l] = n * g->M * g->OH * g->OW + L->oh0[l] * g->OW + L->ow0[l];
-#if defined(__AVX512F__)
-        L->colm[l] = 0;
-        L->rowok[l] = 0;
-                for (int e = 0; e < a && L->live[l]; e++) {
-            if (L->iw0[l] + e >= 0 && L->iw0[l] + e < g->W) L->colm[l] |= (__mmask8)(1u << e);
-            if (L->ih0[l] + e >= 0 && L->ih0[l] + e < g->H) L->rowok[l] |= 1 << e;
+        L->icols[l] = L->irows[l] = L->ocols[l] = L->orows[l] = 0;
+        for (int e = 0; e < a && L->live[l]; e++) {
+            if (L->iw0[l] + e >= 0 && L->iw0[l] + e < g->W) L->icols[l] |= 1u << e;
+            if (L->ih0[l] + e >= 0 && L->ih0[l] + e < g->H) L->irows[l] |= 1u << e;
+            if (e < m && L->ow0[l] + e < g->OW) L->ocols[l] |= 1u << e;
+            if (e < m && L->oh0[l] + e < g->OH) L->orows[l] |= 1u << e;
         }
-#else
-        (void)a;
-#endif
     }
 #if defined(__AVX512F__)
     /* the segments: lanes j0.. of one image and tile row, consecutive tile columns */
@@ -868,12 +887,9 @@ static inline void ct_wino_lanes_init(int m, const ct_conv_geo *g, int64_t p0, i
             if (ok) L->seg = seg;
         }
         const int64_t off16[4] = {0, 16, 2, 18}, off8[4] = {0, 2, 0, 2};
-                for (int v = 0; v < 4 && L->seg; v++) {
+        for (int v = 0; v < 4 && L->seg; v++) {
             const int j0 = L->seg == 16 ? 0 : v / 2 * 8;
-            const int64_t c0 = L->iw0[j0] + (L->seg == 16 ? off16[v] : off8[v]);
-            L->segm[v] = 0;
-            for (int e = 0; e < 16; e++)
-                if (c0 + e >= 0 && c0 + e < g->W) L->segm[v] |= (__mmask16)(1u << e);
+            L->segm[v] = (__mmask16)ct_cols_mask(L->iw0[j0] + (L->seg == 16 ? off16[v] : off8[v]), g->W);
         }
     }
 #endif
@@ -881,98 +897,91 @@ static inline void ct_wino_lanes_init(int m, const ct_conv_geo *g, int64_t p0, i
 
 /* v[xi] = (B^T d B)_xi for the 16 lanes' input patches d of channel c (zero outside the image and for
  * lanes that are not live). */
-static inline __attribute__((always_inline)) void ct_wino_input(int m, const ct_conv_geo *g, const float *x, int64_t c, const ct_wino_lanes *L,
-                                 ct_wv *v)
+/* d[r][k] (n x n, 16 lanes) = src[base[l] + r*ld + k] for lane l where bit r of rows[l] and bit k of cols[l]
+ * are set, else 0. */
+static inline __attribute__((always_inline)) void ct_wino_load(int n, const float *src, const int64_t *base,
+                                                             const unsigned *rows, const unsigned *cols,
+                                                             int64_t ld, ct_wv *d)
 {
-    const int a = m + 2;
-    const int64_t H = g->H, W = g->W, cx = c * H * W;
-    ct_wv d[36], s[36];
 #if defined(__AVX512F__)
-    if (m == 2 && L->seg) {
-        /* column k of lane l: element 2l + k of the two vectors permuted (seg 16: both halves of the
-         * span; seg 8: the spans of lanes 0..7 and of 8..15) */
-        const __m512i i16 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        const __m512i one = _mm512_set1_epi32(1);
-        #pragma GCC unroll 16
-        for (int r = 0; r < 4; r++) {
-            __m512 w[4];
-            if (L->seg == 16) {
-                const float *src = x + L->ibase[0] + cx + r * W;
-                const int ok = L->rowok[0] >> r & 1;
-                w[0] = ok ? _mm512_maskz_loadu_ps(L->segm[0], src) : _mm512_setzero_ps();
-                w[1] = ok ? _mm512_maskz_loadu_ps(L->segm[1], src + 16) : _mm512_setzero_ps();
-                w[2] = ok ? _mm512_maskz_loadu_ps(L->segm[2], src + 2) : _mm512_setzero_ps();
-                w[3] = ok ? _mm512_maskz_loadu_ps(L->segm[3], src + 18) : _mm512_setzero_ps();
-                d[r * 4 + 0] = (ct_wv)_mm512_permutex2var_ps(w[0], i16, w[1]);
-                d[r * 4 + 1] = (ct_wv)_mm512_permutex2var_ps(w[0], _mm512_add_epi32(i16, one), w[1]);
-                d[r * 4 + 2] = (ct_wv)_mm512_permutex2var_ps(w[2], i16, w[3]);
-                d[r * 4 + 3] = (ct_wv)_mm512_permutex2var_ps(w[2], _mm512_add_epi32(i16, one), w[3]);
-            } else {
-                const float *sa = x + L->ibase[0] + cx + r * W, *sb = x + L->ibase[8] + cx + r * W;
-                const int oka = L->rowok[0] >> r & 1, okb = L->rowok[8] >> r & 1;
-                w[0] = oka ? _mm512_maskz_loadu_ps(L->segm[0], sa) : _mm512_setzero_ps();
-                w[1] = oka ? _mm512_maskz_loadu_ps(L->segm[1], sa + 2) : _mm512_setzero_ps();
-                w[2] = okb ? _mm512_maskz_loadu_ps(L->segm[2], sb) : _mm512_setzero_ps();
-                w[3] = okb ? _mm512_maskz_loadu_ps(L->segm[3], sb + 2) : _mm512_setzero_ps();
-                d[r * 4 + 0] = (ct_wv)_mm512_permutex2var_ps(w[0], i16, w[2]);
-                d[r * 4 + 1] = (ct_wv)_mm512_permutex2var_ps(w[0], _mm512_add_epi32(i16, one), w[2]);
-                d[r * 4 + 2] = (ct_wv)_mm512_permutex2var_ps(w[1], i16, w[3]);
-                d[r * 4 + 3] = (ct_wv)_mm512_permutex2var_ps(w[1], _mm512_add_epi32(i16, one), w[3]);
-            }
-        }
-    } else
-    /* per patch row: lane l's a (of 8) floats by one masked load, lanes l and l + 8 in one vector,
-     * then transposed into d[row][column] over the 16 lanes */
+    /* per row: lane l's n (of 8) floats by one masked load, lanes l and l + 8 in one vector, then
+     * transposed into d[row][column] over the 16 lanes */
     #pragma GCC unroll 16
-    for (int r = 0; r < a; r++) {
+    for (int r = 0; r < n; r++) {
         __m512 z[8];
         #pragma GCC unroll 16
         for (int l = 0; l < 8; l++) {
-            __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
-            if (L->rowok[l] >> r & 1) lo = _mm256_maskz_loadu_ps(L->colm[l], x + L->ibase[l] + cx + r * W);
-            if (L->rowok[l + 8] >> r & 1) hi = _mm256_maskz_loadu_ps(L->colm[l + 8], x + L->ibase[l + 8] + cx + r * W);
-            z[l] = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+            __m256 h[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+            #pragma GCC unroll 2
+            for (int u = 0; u < 2; u++)
+                if (rows[l + 8 * u] >> r & 1)
+                    h[u] = _mm256_maskz_loadu_ps((__mmask8)cols[l + 8 * u], src + base[l + 8 * u] + r * ld);
+            z[l] = _mm512_insertf32x8(_mm512_castps256_ps512(h[0]), h[1], 1);
         }
         ct_transpose8x2(z);
         #pragma GCC unroll 16
-        for (int k = 0; k < a; k++) d[r * a + k] = (ct_wv)z[k];
+        for (int k = 0; k < n; k++) d[r * n + k] = (ct_wv)z[k];
     }
 #else
     float *ds = (float *)d;
-    #pragma GCC unroll 16
     for (int l = 0; l < 16; l++)
-        #pragma GCC unroll 16
-        for (int r = 0; r < a; r++)
-            #pragma GCC unroll 16
-            for (int k = 0; k < a; k++) {
-                const int64_t ih = L->ih0[l] + r, iw = L->iw0[l] + k;
-                ds[(r * a + k) * 16 + l] = L->live[l] && ih >= 0 && ih < H && iw >= 0 && iw < W
-                                               ? x[L->ibase[l] + cx + r * W + k] : 0.0f;
-            }
+        for (int r = 0; r < n; r++)
+            for (int k = 0; k < n; k++)
+                ds[(r * n + k) * 16 + l] = (rows[l] >> r & 1) && (cols[l] >> k & 1) ? src[base[l] + r * ld + k] : 0.0f;
 #endif
-    /* B^T d: per column; then (B^T d) B: per row */
-    #pragma GCC unroll 16
-    for (int k = 0; k < a; k++) {
-        ct_wv col[6], r[6];
+}
+
+/* v[xi] = (B^T d B)_xi for the 16 lanes' input patches d of channel c (zero outside the image and for
+ * lanes that are not live). */
+static inline __attribute__((always_inline)) void ct_wino_input(int m, const ct_conv_geo *g, const float *x,
+                                                              int64_t c, const ct_wino_lanes *L, ct_wv *v)
+{
+    const int a = m + 2;
+    const int64_t W = g->W, cx = c * g->H * W;
+    ct_wv d[36];
+#if defined(__AVX512F__)
+    if (m == 2 && L->seg) {
+        /* column k of lane l: element 2l + k of the two vectors permuted (seg 16: both halves of the
+         * row span of the 16 tiles; seg 8: the spans of lanes 0..7 and of 8..15) */
+        const __m512i i16 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i one = _mm512_set1_epi32(1);
+        const int64_t o16[4] = {0, 16, 2, 18}, o8[4] = {0, 2, 0, 2}; /* the four loads' first columns */
         #pragma GCC unroll 16
-        for (int i = 0; i < a; i++) col[i] = d[i * a + k];
-        ct_wino_bt(m, col, r);
-        #pragma GCC unroll 16
-        for (int i = 0; i < a; i++) s[i * a + k] = r[i];
+        for (int r = 0; r < 4; r++) {
+            __m512 w[4];
+            #pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                const int j0 = L->seg == 16 ? 0 : u / 2 * 8;
+                const float *src = x + L->ibase[j0] + cx + r * W + (L->seg == 16 ? o16[u] : o8[u]);
+                w[u] = L->irows[j0] >> r & 1 ? _mm512_maskz_loadu_ps(L->segm[u], src) : _mm512_setzero_ps();
+            }
+            /* seg 16: (w0, w1) hold columns 0..31, (w2, w3) 2..33; seg 8: (w0, w2) columns 0.., (w1, w3) 2.. */
+            const __m512 p0 = w[0], p1 = L->seg == 16 ? w[1] : w[2], q0 = L->seg == 16 ? w[2] : w[1], q1 = w[3];
+            d[r * 4 + 0] = (ct_wv)_mm512_permutex2var_ps(p0, i16, p1);
+            d[r * 4 + 1] = (ct_wv)_mm512_permutex2var_ps(p0, _mm512_add_epi32(i16, one), p1);
+            d[r * 4 + 2] = (ct_wv)_mm512_permutex2var_ps(q0, i16, q1);
+            d[r * 4 + 3] = (ct_wv)_mm512_permutex2var_ps(q0, _mm512_add_epi32(i16, one), q1);
+        }
+        ct_wino_2d(m, 0, d, v); /* B^T d B */
+        return;
     }
-    #pragma GCC unroll 16
-    for (int i = 0; i < a; i++) ct_wino_bt(m, s + i * a, v + i * a);
+#endif
+    int64_t base[16];
+    for (int l = 0; l < 16; l++) base[l] = L->ibase[l] + cx;
+    ct_wino_load(a, x, base, L->irows, L->icols, W, d);
+    ct_wino_2d(m, 0, d, v); /* B^T d B */
 }
 
 /* One block of nb tiles, p0.. (np of them live): input transform into V, the GEMMs into Mo, output
  * transform into y. Inlined with m constant. */
-static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_conv_geo *g, const float *x, const float *u, const float *bias,
-                                 float *y, float *V, float *Mo, int64_t p0, int64_t np, int64_t nb)
+static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_conv_geo *g, const float *x,
+                                                              const float *u, const float *bias, float *y, float *V,
+                                                              float *Mo, int64_t p0, int64_t np, int64_t nb)
 {
     const int a = m + 2, na = a * a;
     const int64_t C = g->C, M = g->M, OH = g->OH, OW = g->OW, OHW = OH * OW, per = ct_gemm_a_floats(M, C);
     const int64_t vs = C * nb + CT_WINO_PAD, ms = M * nb + CT_WINO_PAD; /* between the planes xi of V, of Mo */
-    ct_wv d[36], s[36];
+    ct_wv d[16]; /* the output tiles, m x m x 16 lanes */
     /* the input transform, 16 tiles at a time, into lanes 16 (q % 2).. of V_xi's panel q / 2 (rows c) */
     for (int64_t q = 0; q < nb / 16; q++) {
         ct_wino_lanes L;
@@ -986,7 +995,6 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
         }
     }
     /* the GEMMs: M_xi (M, nb) = U_xi V_xi, CT_KC rows of V's panel at a time */
-    #pragma GCC unroll 16
     for (int xi = 0; xi < na; xi++)
         for (int64_t q = 0; q < nb / CT_NR; q++)
             for (int64_t c0 = 0; c0 < C; c0 += CT_KC) {
@@ -1002,27 +1010,15 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
     for (int64_t q = 0; q * 16 < np; q++) {
         ct_wino_lanes L;
         ct_wino_lanes_init(m, g, p0 + q * 16, np - q * 16, &L);
-        const int64_t *obase = L.obase, *oh0 = L.oh0, *ow0 = L.ow0;
-        const int *live = L.live;
         for (int64_t o = 0; o < M; o++) {
             const float *mq = Mo + o * nb + q * 16;
+            ct_wv blk[36], out[16];
             #pragma GCC unroll 16
-            for (int k = 0; k < a; k++) {
-                ct_wv col[6], r[4];
-                #pragma GCC unroll 16
-                for (int i = 0; i < a; i++) col[i] = *(const ct_wv *)(mq + (i * a + k) * ms);
-                ct_wino_at(m, col, r);
-                #pragma GCC unroll 16
-                for (int i = 0; i < m; i++) s[i * a + k] = r[i];
-            }
+            for (int e = 0; e < na; e++) blk[e] = *(const ct_wv *)(mq + e * ms);
+            ct_wino_2d(m, 1, blk, out); /* A^T M A */
             const float b = bias ? bias[o] : 0.0f;
             #pragma GCC unroll 16
-            for (int i = 0; i < m; i++) {
-                ct_wv r[4];
-                ct_wino_at(m, s + i * a, r);
-                #pragma GCC unroll 16
-                for (int k = 0; k < m; k++) d[i * m + k] = r[k] + b;
-            }
+            for (int e = 0; e < m * m; e++) d[e] = out[e] + b;
 #if defined(__AVX512F__)
             /* lane l's m x m outputs as one vector; row i (its elements i*m..) stored by one masked store */
             __m512 r16[16];
@@ -1031,27 +1027,35 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
             ct_transpose16(r16);
             #pragma GCC unroll 16
             for (int l = 0; l < 16; l++) {
-                if (!live[l]) continue;
-                float *dst = y + obase[l] + o * OHW;
-                const int nr = OH - oh0[l] < m ? (int)(OH - oh0[l]) : m;
-                const unsigned cm = OW - ow0[l] < m ? (1u << (OW - ow0[l])) - 1u : (1u << m) - 1u;
-                for (int i = 0; i < nr; i++)
-                    _mm512_mask_storeu_ps(dst + i * (OW - m), (__mmask16)(cm << (i * m)), r16[l]);
+                if (!L.live[l]) continue;
+                float *dst = y + L.obase[l] + o * OHW;
+                for (int i = 0; i < m; i++)
+                    if (L.orows[l] >> i & 1)
+                        _mm512_mask_storeu_ps(dst + i * (OW - m), (__mmask16)(L.ocols[l] << (i * m)), r16[l]);
             }
 #else
             const float *os = (const float *)d;
-            #pragma GCC unroll 16
             for (int l = 0; l < 16; l++) {
-                if (!live[l]) continue;
-                float *dst = y + obase[l] + o * OHW;
-                #pragma GCC unroll 16
-                for (int i = 0; i < m && oh0[l] + i < OH; i++)
-                    #pragma GCC unroll 16
-                    for (int k = 0; k < m && ow0[l] + k < OW; k++) dst[i * OW + k] = os[(i * m + k) * 16 + l];
+                if (!L.live[l]) continue;
+                float *dst = y + L.obase[l] + o * OHW;
+                for (int i = 0; i < m; i++)
+                    for (int k = 0; k < m; k++)
+                        if ((L.orows[l] >> i & 1) && (L.ocols[l] >> k & 1)) dst[i * OW + k] = os[(i * m + k) * 16 + l];
             }
 #endif
         }
     }
+}
+
+/* Threads 0..nt-1's buffers buf[t] (cap[t] floats) grown to at least need floats; kept between calls. */
+static void ct_wino_grow(float **buf, int64_t *cap, int nt, int64_t need)
+{
+    for (int t = 0; t < nt; t++)
+        if (cap[t] < need) {
+            free(buf[t]);
+            if (!(buf[t] = aligned_alloc(64, sizeof(float) * (size_t)need))) abort();
+            cap[t] = need;
+        }
 }
 
 /* Per-thread V and M blocks, grown on demand and kept. */
@@ -1083,12 +1087,7 @@ static void ct_conv_winograd_packed(int m, const ct_conv_geo *g, const float *x,
     const int64_t nblocks = (P + nb - 1) / nb;
     if (nt > nblocks) nt = (int)nblocks;
     const int64_t need = na * (C * nb + M * nb + 2 * CT_WINO_PAD);
-    for (int t = 0; t < nt; t++)
-        if (ct_wino_cap[t] < need) {
-            free(ct_wino_buf[t]);
-            if (!(ct_wino_buf[t] = aligned_alloc(64, sizeof(float) * (size_t)need))) abort();
-            ct_wino_cap[t] = need;
-        }
+    ct_wino_grow(ct_wino_buf, ct_wino_cap, nt, need);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = 0;
@@ -1146,60 +1145,21 @@ static void ct_conv_grad_input_winograd4(const ct_conv_geo *g, const float *dy, 
 
 /* v[xi] = (A dY A^T)_xi for the 16 lanes' m x m tiles of dY's channel o (zero past the output's edge
  * and for lanes that are not live). */
-static inline __attribute__((always_inline)) void ct_wino_dy(int m, const ct_conv_geo *g, const float *dy, int64_t o, const ct_wino_lanes *L,
-                              ct_wv *v)
+static inline __attribute__((always_inline)) void ct_wino_dy(int m, const ct_conv_geo *g, const float *dy, int64_t o,
+                                                           const ct_wino_lanes *L, ct_wv *v)
 {
-    const int a = m + 2;
-    const int64_t OH = g->OH, OW = g->OW, co = o * OH * OW;
-    ct_wv d[16], s[24];
-#if defined(__AVX512F__)
-    #pragma GCC unroll 16
-    for (int r = 0; r < m; r++) {
-        __m512 z[8];
-        #pragma GCC unroll 16
-        for (int l = 0; l < 8; l++) {
-            __m256 h[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-            #pragma GCC unroll 16
-            for (int u = 0; u < 2; u++) {
-                const int k = l + 8 * u;
-                if (!L->live[k] || L->oh0[k] + r >= OH) continue;
-                const int64_t nc = OW - L->ow0[k] < m ? OW - L->ow0[k] : m;
-                h[u] = _mm256_maskz_loadu_ps((__mmask8)((1u << nc) - 1u), dy + L->obase[k] + co + r * OW);
-            }
-            z[l] = _mm512_insertf32x8(_mm512_castps256_ps512(h[0]), h[1], 1);
-        }
-        ct_transpose8x2(z);
-        #pragma GCC unroll 16
-        for (int k = 0; k < m; k++) d[r * m + k] = (ct_wv)z[k];
-    }
-#else
-    float *ds = (float *)d;
-    #pragma GCC unroll 16
-    for (int l = 0; l < 16; l++)
-        #pragma GCC unroll 16
-        for (int r = 0; r < m; r++)
-            #pragma GCC unroll 16
-            for (int k = 0; k < m; k++)
-                ds[(r * m + k) * 16 + l] = L->live[l] && L->oh0[l] + r < OH && L->ow0[l] + k < OW
-                                               ? dy[L->obase[l] + co + r * OW + k] : 0.0f;
-#endif
-    /* A dY: per column (into a rows); then (A dY) A^T: per row */
-    #pragma GCC unroll 16
-    for (int k = 0; k < m; k++) {
-        ct_wv col[4], r[6];
-        #pragma GCC unroll 16
-        for (int i = 0; i < m; i++) col[i] = d[i * m + k];
-        ct_wino_a(m, col, r);
-        #pragma GCC unroll 16
-        for (int i = 0; i < a; i++) s[i * m + k] = r[i];
-    }
-    #pragma GCC unroll 16
-    for (int i = 0; i < a; i++) ct_wino_a(m, s + i * m, v + i * a);
+    const int64_t co = o * g->OH * g->OW;
+    ct_wv d[16];
+    int64_t base[16];
+    for (int l = 0; l < 16; l++) base[l] = L->obase[l] + co;
+    ct_wino_load(m, dy, base, L->orows, L->ocols, g->OW, d);
+    ct_wino_2d(m, 2, d, v); /* A dY A^T */
 }
 
 /* Lane l of st[0..15][xi] as 16 floats: the first 8 to lo + l*ld, the other 8 to hi + l*ld (16 tiles x
  * 16 channels turned into rows of channels per tile). */
-static inline __attribute__((always_inline)) void ct_wino_store_t(ct_wv st[16][36], int xi, float *lo, float *hi, int64_t ld)
+static inline __attribute__((always_inline)) void ct_wino_store_t(ct_wv st[16][36], int xi, float *lo, float *hi,
+                                                                int64_t ld)
 {
 #if defined(__AVX512F__)
     __m512 r16[16];
@@ -1296,12 +1256,7 @@ static void ct_conv_grad_weight_winograd(int m, const ct_conv_geo *g, const floa
     if (nt > nblocks) nt = (int)nblocks;
     const int64_t vs = Cp * nb + CT_WINO_PAD, us = Mp * nb + CT_WINO_PAD, ds = Mp * Cp + CT_WINO_PAD;
     const int64_t need = na * (vs + us + ds);
-    for (int t = 0; t < nt; t++)
-        if (ct_winow_cap[t] < need) {
-            free(ct_winow_buf[t]);
-            if (!(ct_winow_buf[t] = aligned_alloc(64, sizeof(float) * (size_t)need))) abort();
-            ct_winow_cap[t] = need;
-        }
+    ct_wino_grow(ct_winow_buf, ct_winow_cap, nt, need);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = 0;
@@ -1337,13 +1292,16 @@ static void ct_conv_grad_weight_winograd(int m, const ct_conv_geo *g, const floa
     }
 }
 
-static void ct_conv_grad_weight_winograd2(const ct_conv_geo *g, const float *dy, const float *x, float *dw, float *unused)
+/* ct_conv_grad_weight_winograd with m fixed: the GEMM engine's fn(&geometry, x0, x1, y0, scratch) form. */
+static void ct_conv_grad_weight_winograd2(const ct_conv_geo *g, const float *dy, const float *x, float *dw,
+                                          float *unused)
 {
     (void)unused;
     ct_conv_grad_weight_winograd(2, g, dy, x, dw);
 }
 
-static void ct_conv_grad_weight_winograd4(const ct_conv_geo *g, const float *dy, const float *x, float *dw, float *unused)
+static void ct_conv_grad_weight_winograd4(const ct_conv_geo *g, const float *dy, const float *x, float *dw,
+                                          float *unused)
 {
     (void)unused;
     ct_conv_grad_weight_winograd(4, g, dy, x, dw);

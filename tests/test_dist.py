@@ -21,6 +21,7 @@
 # run's step-1 checkpoint reproduces the 2-rank step 2 to 2.4e-7, so both
 # programs compute the same function there, and the trajectory is what is
 # ill-conditioned. The parameters still agree to 1.1e-4 after 3 steps there.
+import json
 import os
 import pathlib
 import shutil
@@ -233,8 +234,15 @@ def test_moco_shuffle_bn_across_ranks_matches_the_split_bn_reference(contra_bin,
     g1 = {k: v for k, v in t1[1].items() if k.startswith("optim/momentum_buffer/")}
     g2 = {k: v for k, v in t2[1].items() if k.startswith("optim/momentum_buffer/")}
     _compare(g1, g2, "step 1 gradients", tol=1e-5)
+    # later steps are held to the reference's own conditioning: the reference run again on views with
+    # float32-sized noise (1 + 1e-7 uniform), and the 2 ranks no further from the reference than 4x that
+    # run's largest distance at the same step, nor than TOL where it stays closer
+    _, tp = _steps(ref, _perturbed(",".join(vfiles), tmp_path, 21), tmp_path, "refp", 1,
+                   ("--perm", tmp_path / "perm1.npy"))
     for s in range(1, STEPS + 1):
-        _compare(t1[s], t2[s], f"after step {s}", perm_queue=queue_order(s))
+        noise = max(_dist(t1[s][k], tp[s][k]) for k in t1[s] if t1[s][k].dtype.kind == "f")
+        _compare(t1[s], t2[s], f"after step {s} (float32 input noise moves the reference {noise:.3g})",
+                 tol=max(TOL, 4 * noise), perm_queue=queue_order(s))
 
 
 def test_simclr_global_negatives_match_one_process_with_the_doubled_batch(contra_bin, tmp_path, views):
@@ -286,7 +294,15 @@ def test_data_shards_give_each_rank_its_block_of_the_global_batch(contra_bin, tm
               "--knn-every", 0]
     _run(one, *common, "--out", tmp_path / "r1", "--save-params", tmp_path / "p1")
     _mpirun(2, two, *common, "--out", tmp_path / "r2", "--save-params", tmp_path / "p2")
-    _compare(_load(tmp_path / "p1"), _load(tmp_path / "p2"), "after 2 steps on Fashion-MNIST")
+    # another sample in either step would move its loss and the parameters by far more than rounding; the
+    # optimizer slots (the gradients) are not compared: with BatchNorm over 8 images the second step's move
+    # them by up to 1e-3 with float32-sized differences in the first step's state
+    l1, l2 = ([r["loss"] for r in map(json.loads, (tmp_path / d / "metrics.jsonl").read_text().splitlines())
+               if r["type"] == "step"] for d in ("r1", "r2"))
+    assert len(l1) == len(l2) == 2
+    for s, (a, b) in enumerate(zip(l1, l2)):
+        assert abs(a - b) <= TOL * max(1.0, abs(a)), f"step {s + 1}: loss {a} vs {b}"
+    _compare(_load(tmp_path / "p1"), _load(tmp_path / "p2"), "after 2 steps on Fashion-MNIST", slots=False)
 
 
 def _children(pid):

@@ -36,6 +36,7 @@ typedef struct {
     int n_kernels;
     bool uses_train_lib; /* a training op needs the shared kernels (c_train_lib.inc) */
     bool uses_gemm_lib;  /* a convolution runs on the GEMM engine (c_gemm_lib.c) */
+    int wino_tiles;      /* bit m: some convolution runs on Winograd F(m x m, 3x3) (CT_WINO_TILES) */
     bool *flat;          /* per value id: placed by place_flat (a flat buffer of a fused node) */
     /* the kernel being emitted */
     const ct_node *node;
@@ -1275,6 +1276,7 @@ static void emit_conv(cg *c, const ct_node *n)
     const int wm = w.pt == w.pb && w.pl == w.pr ? winograd_tile(gv) : 0;
     if (wm) {
         /* Winograd F(m x m, 3x3) (c_gemm_lib.c): weights transformed per call, or once if no step writes them */
+        c->wino_tiles |= 1 << wm;
         const int64_t ufl = (wm + 2) * (wm + 2) * gemm_a_floats(w.OC, w.C);
         bool fixed = weights_fixed(c->g, wt);
         if (!fixed && ufl * 4 > c->scratch_bytes) c->scratch_bytes = ufl * 4;
@@ -1627,6 +1629,7 @@ static void emit_train(cg *c, const ct_node *n)
                                    (v[8] - 1) * dh_ - ph_, (v[9] - 1) * dw_ - pw_, dh_, dw_};
             const int wm = ph_ == pend[0] && pw_ == pend[1] ? winograd_tile(r) : 0;
             if (wm) {
+                c->wino_tiles |= 1 << wm;
                 emit_engine_call(c, n, v, (wm + 2) * (wm + 2) * gemm_a_floats(xs->dims[1], ys->dims[1]),
                                  wm == 4 ? "ct_conv_grad_input_winograd4" : "ct_conv_grad_input_winograd2");
                 return;
@@ -1642,6 +1645,7 @@ static void emit_train(cg *c, const ct_node *n)
             /* Winograd run backwards where the forward convolution would be Winograd */
             const int wm = ph_ == pend[0] && pw_ == pend[1] ? winograd_tile(v) : 0;
             if (wm) {
+                c->wino_tiles |= 1 << wm;
                 emit_engine_call(c, n, v, 0, wm == 4 ? "ct_conv_grad_weight_winograd4" : "ct_conv_grad_weight_winograd2");
                 return;
             }
@@ -2168,7 +2172,8 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     ct_emit_raw(&top, "static double ct_prof_s[%d];\nstatic const char *const ct_prof_names[] = {\n%.*s    0\n};\n",
                 n_prof ? n_prof : 1, (int)prof.len, prof.buf ? prof.buf : "");
     if (c.uses_gemm_lib)
-        ct_emit_raw(&top, "/* ---- library: codegen/c_gemm_lib.c ---- */\n%s/* ---- end of library ---- */\n", ct_gemm_lib);
+        ct_emit_raw(&top, "/* ---- library: codegen/c_gemm_lib.c ---- */\n#define CT_WINO_TILES %d\n%s/* ---- end of library ---- */\n",
+                    c.wino_tiles, ct_gemm_lib);
     if (c.uses_train_lib)
         ct_emit_raw(&top, "/* ---- library: codegen/c_train_lib.inc ---- */\n%s/* ---- end of library ---- */\n",
                     train_lib);

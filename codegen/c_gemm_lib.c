@@ -666,6 +666,11 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
 typedef float ct_wv __attribute__((vector_size(64), aligned(64))); /* 16 tiles */
 
 #define CT_WINO_MAX_NB 256
+/* Bit m set: the F(m x m) kernels are compiled in (each m is its own inlined copy, about a second of the
+ * C compiler's time). Generated programs define it to the one tile size they use; default both. */
+#ifndef CT_WINO_TILES
+#define CT_WINO_TILES ((1 << 2) | (1 << 4))
+#endif
 /* Floats between consecutive planes xi of the transformed blocks beyond a plane's size: one cache line,
  * so that planes a power-of-two size apart, read or written together, do not share L1 sets. */
 #define CT_WINO_PAD 16
@@ -1097,8 +1102,8 @@ static void ct_conv_winograd_packed(int m, const ct_conv_geo *g, const float *x,
         float *V = ct_wino_buf[t], *Mo = V + na * (C * nb + CT_WINO_PAD);
         for (int64_t bi = t; bi < nblocks; bi += nt) {
             const int64_t p0 = bi * nb, np = P - p0 < nb ? P - p0 : nb;
-            if (m == 4) ct_wino_block(4, g, x, u, bias, y, V, Mo, p0, np, nb);
-            else ct_wino_block(2, g, x, u, bias, y, V, Mo, p0, np, nb);
+            if ((CT_WINO_TILES & 16) && m == 4) ct_wino_block(4, g, x, u, bias, y, V, Mo, p0, np, nb);
+            else if (CT_WINO_TILES & 4) ct_wino_block(2, g, x, u, bias, y, V, Mo, p0, np, nb);
         }
     }
 }
@@ -1267,8 +1272,8 @@ static void ct_conv_grad_weight_winograd(int m, const ct_conv_geo *g, const floa
         memset(dU, 0, sizeof(float) * (size_t)(na * ds));
         for (int64_t bi = t; bi < nblocks; bi += nt) {
             const int64_t p0 = bi * nb, np = P - p0 < nb ? P - p0 : nb;
-            if (m == 4) ct_winow_block(4, g, dy, x, V, U, dU, p0, np, nb);
-            else ct_winow_block(2, g, dy, x, V, U, dU, p0, np, nb);
+            if ((CT_WINO_TILES & 16) && m == 4) ct_winow_block(4, g, dy, x, V, U, dU, p0, np, nb);
+            else if (CT_WINO_TILES & 4) ct_winow_block(2, g, dy, x, V, U, dU, p0, np, nb);
         }
         #pragma omp barrier
         /* dW = G^T (sum of the threads' dU) G, each thread a slice of the (o, c) pairs */

@@ -227,11 +227,11 @@ int main(void)
         test_conv(2, 12, 18, 18, 18, 3, 1, 1, 1, 3, 1);  /* 3 groups */
         test_conv(1, 4, 70, 70, 4, 7, 2, 3, 1, 1, 0);    /* an ImageNet-like stem */
         test_conv(2, 4, 21, 40, 4, 3, 1, 0, 1, 1, 0);    /* no padding, wide rows */
-        test_conv(3, 64, 32, 32, 64, 3, 1, 1, 1, 1, 0);  /* a CIFAR layer1 (Winograd, several blocks) */
+        test_conv(1, 32, 32, 32, 48, 3, 1, 1, 1, 1, 0);  /* 32x32 maps (Winograd: whole tile rows, several blocks) */
         test_conv(2, 200, 13, 11, 20, 3, 1, 1, 1, 1, 1); /* Winograd: partial tiles, two K blocks */
         test_conv(9, 24, 6, 5, 300, 3, 1, 2, 1, 1, 0);   /* Winograd: padding 2, many output channels */
-        test_conv(8, 256, 4, 4, 256, 3, 1, 1, 1, 1, 0);  /* Winograd: a CIFAR layer3 at 16x16 inputs */
-        test_conv(8, 256, 2, 2, 256, 3, 1, 1, 1, 1, 0);  /* 2x2 */
+        test_conv(8, 64, 4, 4, 96, 3, 1, 1, 1, 1, 0);    /* Winograd: 4x4 maps */
+        test_conv(8, 64, 2, 2, 64, 3, 1, 1, 1, 1, 0);    /* 2x2 */
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;

@@ -1274,55 +1274,33 @@ static void emit_conv(cg *c, const ct_node *n)
     ct_emitter *e = &c->k;
     const int64_t gv[16] = {w.N, w.C, w.H, w.W, w.OC, w.OH, w.OW, G, w.kh, w.kw, w.sh, w.sw, w.pt, w.pl, w.dh, w.dw};
     const int wm = w.pt == w.pb && w.pl == w.pr ? winograd_tile(gv) : 0;
-    if (wm) {
-        /* Winograd F(m x m, 3x3) (c_gemm_lib.c): weights transformed per call, or once if no step writes them */
-        c->wino_tiles |= 1 << wm;
-        const int64_t ufl = (wm + 2) * (wm + 2) * gemm_a_floats(w.OC, w.C);
-        bool fixed = weights_fixed(c->g, wt);
-        if (!fixed && ufl * 4 > c->scratch_bytes) c->scratch_bytes = ufl * 4;
-        c->uses_gemm_lib = true;
-        char geo[512];
-        conv_geo_str(geo, sizeof geo, gv);
-        kernel_open(c, n, !fixed);
-        ct_emit_line(e, "static const ct_conv_geo g = %s;", geo);
-        if (!fixed) {
-            ct_emit_line(e, "ct_conv_winograd(%d, &g, x0, x1, %s, y0, scratch);", wm, bias ? "x2" : "0");
-        } else {
-            ct_emit_line(e, "static float *packed;");
-            ct_emit_line(e, "static int64_t packed_gen = -1;");
-            ct_emit_open(e, "if (packed_gen != ct_state_gen)");
-            ct_emit_line(e, "if (!packed && !(packed = aligned_alloc(64, %lld))) abort();", (long long)align_up(ufl * 4));
-            ct_emit_line(e, "ct_wino_pack_weights(%d, x1, %lld, %lld, 0, packed);", wm, (long long)w.OC, (long long)w.C);
-            ct_emit_line(e, "packed_gen = ct_state_gen;");
-            ct_emit_close(e);
-            ct_emit_line(e, "ct_conv_winograd_packed(%d, &g, x0, packed, %s, y0);", wm, bias ? "x2" : "0");
-        }
-        kernel_close(c);
-        return;
-    }
-    if (!(Cg == 1 && G == w.C)) {
-        /* an implicit GEMM per group over the whole batch (c_gemm_lib.c): im2col happens in the packing */
-        int64_t packed = G * gemm_a_floats(Mg, K);
+    if (wm || !(Cg == 1 && G == w.C)) {
+        /* on the GEMM engine (c_gemm_lib.c): Winograd F(m x m, 3x3), or an implicit GEMM per group over the
+         * whole batch (im2col happens in the packing); the weights packed (Winograd: transformed) per call */
+        if (wm) c->wino_tiles |= 1 << wm;
+        int64_t packed = wm ? (wm + 2) * (wm + 2) * gemm_a_floats(w.OC, w.C) : G * gemm_a_floats(Mg, K);
         bool fixed = weights_fixed(c->g, wt);
         if (!fixed && packed * 4 > c->scratch_bytes) c->scratch_bytes = packed * 4;
         c->uses_gemm_lib = true;
-        char geo[512];
-        const int64_t v[16] = {w.N, w.C, w.H, w.W, w.OC, w.OH, w.OW, G, w.kh, w.kw, w.sh, w.sw, w.pt, w.pl, w.dh, w.dw};
-        conv_geo_str(geo, sizeof geo, v);
+        char geo[512], fn[64], fn_packed[64];
+        conv_geo_str(geo, sizeof geo, gv);
+        snprintf(fn, sizeof fn, wm ? "ct_conv_winograd(%d, " : "ct_conv_forward(", wm);
+        snprintf(fn_packed, sizeof fn_packed, wm ? "ct_conv_winograd_packed(%d, " : "ct_conv_forward_packed(", wm);
         kernel_open(c, n, !fixed);
         ct_emit_line(e, "static const ct_conv_geo g = %s;", geo);
         if (!fixed) {
-            ct_emit_line(e, "ct_conv_forward(&g, x0, x1, %s, y0, scratch);", bias ? "x2" : "0");
+            ct_emit_line(e, "%s&g, x0, x1, %s, y0, scratch);", fn, bias ? "x2" : "0");
         } else {
             /* weights no step writes: packed once, again only after the runtime says the host wrote state */
             ct_emit_line(e, "static float *packed;");
             ct_emit_line(e, "static int64_t packed_gen = -1;");
             ct_emit_open(e, "if (packed_gen != ct_state_gen)");
             ct_emit_line(e, "if (!packed && !(packed = aligned_alloc(64, %lld))) abort();", (long long)align_up(packed * 4));
-            ct_emit_line(e, "ct_conv_pack_weights(&g, x1, packed);");
+            if (wm) ct_emit_line(e, "ct_wino_pack_weights(%d, x1, %lld, %lld, 0, packed);", wm, (long long)w.OC, (long long)w.C);
+            else ct_emit_line(e, "ct_conv_pack_weights(&g, x1, packed);");
             ct_emit_line(e, "packed_gen = ct_state_gen;");
             ct_emit_close(e);
-            ct_emit_line(e, "ct_conv_forward_packed(&g, x0, packed, %s, y0);", bias ? "x2" : "0");
+            ct_emit_line(e, "%s&g, x0, packed, %s, y0);", fn_packed, bias ? "x2" : "0");
         }
         kernel_close(c);
         return;

@@ -1058,26 +1058,49 @@ static void emit_pool(cg *c, const ct_node *n)
     bool incl = ct_node_attr_int(n, "count_include_pad", 0) != 0;
     ct_emitter *e = &c->k;
     kernel_open(c, n, false);
+    if (mx) {
+        /* per output row: tap by tap over the whole row, each tap over the columns it reads in
+         * bounds (no test per element; the compiler vectorises the column loop) */
+        ct_emit_pfor(e, "t", 2, w.N * w.C * w.OH * w.OW * w.kh * w.kw < PAR_MIN, "%lld", (long long)(w.N * w.C));
+        ct_emit_for(e, "oh", "%lld", (long long)w.OH);
+        ct_emit_line(e, "const float *p = x0 + t * %lld;", (long long)(w.H * w.W));
+        ct_emit_line(e, "float *q = y0 + (t * %lld + oh) * %lld;", (long long)w.OH, (long long)w.OW);
+        ct_emit_line(e, "for (int64_t ow = 0; ow < %lld; ow++) q[ow] = -INFINITY;", (long long)w.OW);
+        ct_emit_for(e, "kh", "%lld", (long long)w.kh);
+        ct_emit_line(e, "const int64_t ih = oh * %lld - %lld + kh * %lld;", (long long)w.sh, (long long)w.pt, (long long)w.dh);
+        ct_emit_line(e, "if (ih < 0 || ih >= %lld) continue;", (long long)w.H);
+        ct_emit_line(e, "const float *pr = p + ih * %lld;", (long long)w.W);
+        ct_emit_for(e, "kw", "%lld", (long long)w.kw);
+        ct_emit_line(e, "const int64_t a = %lld - kw * %lld, b = %lld - kw * %lld;", (long long)w.pl, (long long)w.dw,
+                     (long long)(w.W - 1 + w.pl), (long long)w.dw);
+        ct_emit_line(e, "const int64_t lo = a <= 0 ? 0 : (a + %lld) / %lld;", (long long)(w.sw - 1), (long long)w.sw);
+        ct_emit_line(e, "int64_t hi = b < 0 ? 0 : b / %lld + 1;", (long long)w.sw);
+        ct_emit_line(e, "if (hi > %lld) hi = %lld;", (long long)w.OW, (long long)w.OW);
+        ct_emit_open(e, "for (int64_t ow = lo; ow < hi; ow++)");
+        ct_emit_line(e, "const float v = pr[ow * %lld - a];", (long long)w.sw);
+        ct_emit_line(e, "q[ow] = v > q[ow] ? v : q[ow];");
+        ct_emit_close(e);
+        ct_emit_close(e);
+        ct_emit_close(e);
+        ct_emit_close(e);
+        ct_emit_close(e);
+        kernel_close(c);
+        return;
+    }
     ct_emit_pfor(e, "t", 2, w.N * w.C * w.OH * w.OW * w.kh * w.kw < PAR_MIN, "%lld", (long long)(w.N * w.C));
     ct_emit_for(e, "oh", "%lld", (long long)w.OH);
     ct_emit_line(e, "const float *p = x0 + t * %lld;", (long long)(w.H * w.W));
     ct_emit_line(e, "float *q = y0 + (t * %lld + oh) * %lld;", (long long)w.OH, (long long)w.OW);
+    /* AveragePool: element by element */
     ct_emit_for(e, "ow", "%lld", (long long)w.OW);
-    if (mx) ct_emit_line(e, "float acc = -INFINITY;");
-    else ct_emit_line(e, "float acc = 0.0f; int64_t cnt = 0;");
+    ct_emit_line(e, "float acc = 0.0f; int64_t cnt = 0;");
     ct_emit_for(e, "kh", "%lld", (long long)w.kh);
     ct_emit_line(e, "const int64_t ih = oh * %lld - %lld + kh * %lld;", (long long)w.sh, (long long)w.pt, (long long)w.dh);
-    if (mx) ct_emit_line(e, "if (ih < 0 || ih >= %lld) continue;", (long long)w.H);
-    else if (incl) {
-        ct_emit_line(e, "if (ih >= %lld) continue;", (long long)(w.H + w.pb));
-    } else ct_emit_line(e, "if (ih < 0 || ih >= %lld) continue;", (long long)w.H);
+    if (incl) ct_emit_line(e, "if (ih >= %lld) continue;", (long long)(w.H + w.pb));
+    else ct_emit_line(e, "if (ih < 0 || ih >= %lld) continue;", (long long)w.H);
     ct_emit_for(e, "kw", "%lld", (long long)w.kw);
     ct_emit_line(e, "const int64_t iw = ow * %lld - %lld + kw * %lld;", (long long)w.sw, (long long)w.pl, (long long)w.dw);
-    if (mx) {
-        ct_emit_line(e, "if (iw < 0 || iw >= %lld) continue;", (long long)w.W);
-        ct_emit_line(e, "const float v = p[ih * %lld + iw];", (long long)w.W);
-        ct_emit_line(e, "acc = v > acc ? v : acc;");
-    } else if (incl) {
+    if (incl) {
         ct_emit_line(e, "if (iw >= %lld) continue;", (long long)(w.W + w.pr));
         ct_emit_line(e, "cnt++;");
         ct_emit_line(e, "if (ih >= 0 && ih < %lld && iw >= 0 && iw < %lld) acc += p[ih * %lld + iw];", (long long)w.H,
@@ -1089,8 +1112,7 @@ static void emit_pool(cg *c, const ct_node *n)
     }
     ct_emit_close(e);
     ct_emit_close(e);
-    if (mx) ct_emit_line(e, "q[ow] = acc;");
-    else ct_emit_line(e, "q[ow] = cnt ? acc / (float)cnt : 0.0f;");
+    ct_emit_line(e, "q[ow] = cnt ? acc / (float)cnt : 0.0f;");
     ct_emit_close(e);
     ct_emit_close(e);
     ct_emit_close(e);
@@ -1227,12 +1249,14 @@ static void emit_engine_call(cg *c, const ct_node *n, const int64_t *v, int64_t 
 
 /* The tile size m of Winograd F(m x m, 3x3) (ct_conv_winograd in c_gemm_lib.c, whose
  * ct_conv_winograd_ok this mirrors) for a convolution (ct_conv_geo fields v), 0 for the direct
- * implicit GEMM: Winograd takes 3x3, stride 1, no dilation, one group, the same padding (at most 2) on
- * both sides, at least 16 input and 16 output channels, at least 32 tiles in the batch, and no more
- * than half the multiplies of the direct convolution once partial tiles are counted; the same choice holds for the convolution's input
- * gradient (as the convolution of dY it is) and its weight gradient. m is CONTRA_WINOGRAD from the
- * compiler's environment: 0 (off), 2 (the default) or 4 (4x fewer multiplies than direct but about 20x
- * its rounding error, against 2.25x and 2x at m = 2: see c_gemm_lib.c). */
+ * implicit GEMM: Winograd takes 3x3, stride 1, no dilation, one group, the same padding (at most 2)
+ * on both sides, at least 16 input and 16 output channels, at least 32 tiles in the batch, and no
+ * more than 0.8 of the direct convolution's multiplies once partial tiles are counted (the direct
+ * GEMM wastes as much on maps this small: F(2x2) on 3x3, 5x5 and 7x7 maps of 256 channels at batch
+ * 32 measured 2.2x, 1.5x and 2.2x faster than direct). The same choice holds for the convolution's
+ * input gradient (as the convolution of dY it is) and its weight gradient. m is CONTRA_WINOGRAD
+ * from the compiler's environment: 0 (off), 2 (the default) or 4 (4x fewer multiplies than direct
+ * but about 20x its rounding error, against 2.25x and 2x at m = 2: see c_gemm_lib.c). */
 static int winograd_tile(const int64_t *v /* N C H W M OH OW G kh kw sh sw ph pw dh dw */)
 {
     const char *env = getenv("CONTRA_WINOGRAD");
@@ -1243,10 +1267,10 @@ static int winograd_tile(const int64_t *v /* N C H W M OH OW G kh kw sh sw ph pw
         return 0;
     if (v[1] < 16 || v[4] < 16) return 0;
     const double tiles = (double)((v[5] + m - 1) / m) * (double)((v[6] + m - 1) / m);
-    /* fewer tiles than a GEMM panel in the batch (a 7x7 map at batch 1): one block, one thread, and the
-     * transformed weights ((m+2)^2/9 the weights' size) read for too little work; direct is faster */
+    /* fewer tiles than a GEMM panel in the batch (a 7x7 map at batch 1): the transformed weights
+     * ((m+2)^2/9 the weights' size, read from memory at batch 1) cost more than the multiplies saved */
     if (tiles * (double)v[0] < 32) return 0;
-    return (m + 2) * (m + 2) * tiles <= 0.5 * 9.0 * (double)v[5] * (double)v[6] ? m : 0;
+    return (m + 2) * (m + 2) * tiles <= 0.8 * 9.0 * (double)v[5] * (double)v[6] ? m : 0;
 }
 
 /* A persistent tensor that no state update writes (the weights of an inference program). */
@@ -1258,10 +1282,12 @@ static bool weights_fixed(const ct_graph *g, const ct_value *w)
     return true;
 }
 
+/* Conv, and FusedConv: relu(conv + bias + residual) in the output stores. */
 static void emit_conv(cg *c, const ct_node *n)
 {
     const ct_value *x = n->in[0], *wt = n->in[1];
-    bool bias = n->n_in > 2 && n->in[2];
+    bool bias = n->n_in > 2 && n->in[2], fused = n->op == CT_OP_FUSED_CONV;
+    bool res = fused && n->n_in > 3 && n->in[3], relu = fused && ct_node_attr_int(n, "relu", 0);
     if (x->dtype != CT_F32 || wt->dtype != CT_F32) { unsupported(c, n, "only float Conv"); return; }
     int64_t ks[2];
     int sr = x->shape.rank - 2;
@@ -1289,7 +1315,7 @@ static void emit_conv(cg *c, const ct_node *n)
         kernel_open(c, n, !fixed);
         ct_emit_line(e, "static const ct_conv_geo g = %s;", geo);
         if (!fixed) {
-            ct_emit_line(e, "%s&g, x0, x1, %s, y0, scratch);", fn, bias ? "x2" : "0");
+            ct_emit_line(e, "%s&g, x0, x1, %s, %s, %d, y0, scratch);", fn, bias ? "x2" : "0", res ? "x3" : "0", relu);
         } else {
             /* weights no step writes: packed once, again only after the runtime says the host wrote state */
             ct_emit_line(e, "static float *packed;");
@@ -1300,7 +1326,7 @@ static void emit_conv(cg *c, const ct_node *n)
             else ct_emit_line(e, "ct_conv_pack_weights(&g, x1, packed);");
             ct_emit_line(e, "packed_gen = ct_state_gen;");
             ct_emit_close(e);
-            ct_emit_line(e, "%s&g, x0, packed, %s, y0);", fn_packed, bias ? "x2" : "0");
+            ct_emit_line(e, "%s&g, x0, packed, %s, %s, %d, y0);", fn_packed, bias ? "x2" : "0", res ? "x3" : "0", relu);
         }
         kernel_close(c);
         return;
@@ -1336,6 +1362,13 @@ static void emit_conv(cg *c, const ct_node *n)
     ct_emit_close(e);
     ct_emit_close(e);
     ct_emit_close(e);
+    if (res || relu) {
+        /* the fused epilogue over the channel's outputs, while they are in cache */
+        ct_emit_open(e, "for (int64_t i = 0; i < %lld; i++)", (long long)OHW);
+        if (res) ct_emit_line(e, "q[i] += x3[(n * %lld + m) * %lld + i];", (long long)w.OC, (long long)OHW);
+        if (relu) ct_emit_line(e, "q[i] = q[i] > 0.0f ? q[i] : 0.0f;");
+        ct_emit_close(e);
+    }
     ct_emit_close(e);
     ct_emit_close(e);
     kernel_close(c);
@@ -1853,7 +1886,7 @@ static void emit_node(cg *c, const ct_node *n)
         emit_alias_or_copy(c, n);
         return;
     case CT_OP_SOFTMAX: case CT_OP_LOG_SOFTMAX: emit_softmax(c, n); return;
-    case CT_OP_CONV: emit_conv(c, n); return;
+    case CT_OP_CONV: case CT_OP_FUSED_CONV: emit_conv(c, n); return;
     case CT_OP_BATCH_NORM: emit_batch_norm(c, n); return;
     case CT_OP_MAX_POOL: case CT_OP_AVERAGE_POOL: emit_pool(c, n); return;
     case CT_OP_GLOBAL_AVERAGE_POOL: case CT_OP_GLOBAL_MAX_POOL: emit_global_pool(c, n); return;

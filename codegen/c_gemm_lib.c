@@ -31,9 +31,11 @@
 #include <immintrin.h>
 #endif
 
-/* Where C element (m, j) lives: c + (j / ohw) * img + m * ldc + j % ohw. */
+/* Where C element (m, j) lives: c + (j / ohw) * img + m * ldc + j % ohw; r (if not NULL): a
+ * residual laid out as C, added with the last K block. */
 typedef struct {
     float *c;
+    const float *r;
     int64_t ldc; /* between rows (output channels) */
     int64_t img; /* between images */
     int64_t ohw; /* columns per image (a plain matrix: any value >= N) */
@@ -55,22 +57,31 @@ struct ct_bpack {
 
 /* ------------------------------------------------------------ packing A */
 
-/* Packed A: ceil(M/MR) panels, panel p = rows p*MR.. as K columns of CT_MR floats (zero rows past M). */
+/* Packed A: depth blocks of CT_KC (the last one shorter), each ceil(M/MR) panels, panel p = rows
+ * p*MR.. as the block's columns of CT_MR floats (zero rows past M); so the part of A one K block
+ * of the GEMM reads is one stream in memory (weights read from memory at a small batch). */
 static int64_t ct_gemm_a_floats(int64_t M, int64_t K) { return (M + CT_MR - 1) / CT_MR * CT_MR * K; }
+
+/* Where column k of the panel holding row m (a multiple of CT_MR) starts in packed A. */
+static inline int64_t ct_gemm_a_at(int64_t m, int64_t k, int64_t M, int64_t K)
+{
+    const int64_t kb = k / CT_KC * CT_KC, kc = K - kb < CT_KC ? K - kb : CT_KC;
+    return kb * ((M + CT_MR - 1) / CT_MR * CT_MR) + m * kc + (k - kb) * CT_MR;
+}
 
 /* A (M, K) row-major with row stride lda; or, trans, A[m][k] = a[k * lda + m]. */
 static void ct_gemm_pack_a(const float *a, int64_t lda, int trans, int64_t M, int64_t K, float *ap)
 {
     const int64_t np = (M + CT_MR - 1) / CT_MR;
     #pragma omp parallel for schedule(static) if (M * K >= 65536)
-    for (int64_t p = 0; p < np; p++) {
-        float *dst = ap + p * K * CT_MR;
-        for (int64_t k = 0; k < K; k++)
+    for (int64_t p = 0; p < np; p++)
+        for (int64_t k = 0; k < K; k++) {
+            float *dst = ap + ct_gemm_a_at(p * CT_MR, k, M, K);
             for (int64_t i = 0; i < CT_MR; i++) {
                 const int64_t m = p * CT_MR + i;
-                dst[k * CT_MR + i] = m < M ? (trans ? a[k * lda + m] : a[m * lda + k]) : 0.0f;
+                dst[i] = m < M ? (trans ? a[k * lda + m] : a[m * lda + k]) : 0.0f;
             }
-    }
+        }
 }
 
 /* The weights of a stride-1 convolution's input gradient, as a forward convolution of dY:
@@ -80,12 +91,12 @@ static void ct_gemm_pack_a_flipped(const float *w, int64_t M, int64_t C, int64_t
     const int64_t KK = kh * kw, K = M * KK, np = (C + CT_MR - 1) / CT_MR;
     #pragma omp parallel for schedule(static) if (C * K >= 65536)
     for (int64_t p = 0; p < np; p++) {
-        float *dst = ap + p * K * CT_MR;
         for (int64_t k = 0; k < K; k++) {
             const int64_t m = k / KK, t = k % KK, src_t = KK - 1 - t;
+            float *dst = ap + ct_gemm_a_at(p * CT_MR, k, C, K);
             for (int64_t i = 0; i < CT_MR; i++) {
                 const int64_t c = p * CT_MR + i;
-                dst[k * CT_MR + i] = c < C ? w[(m * C + c) * KK + src_t] : 0.0f;
+                dst[i] = c < C ? w[(m * C + c) * KK + src_t] : 0.0f;
             }
         }
     }
@@ -114,84 +125,153 @@ static inline uint32_t ct_cols_mask(int64_t c0, int64_t W)
     return hi <= lo ? 0u : ((1u << hi) - 1u) & ~((1u << lo) - 1u);
 }
 
+/* A piece of a 16-column run of im2col's columns inside one output row of one image: lanes
+ * ls..ls+cnt-1, reading input columns c0, c0 + sw, ... of row r0 (before the tap's offsets). */
+typedef struct {
+    int64_t base, r0, c0;
+    int ls, cnt;
+} ct_im2col_seg;
+
 /* im2col inside the packing. A run of 16 columns that stays in one output row
  * of one image at stride 1 reads 16 neighbouring input pixels: one (masked)
- * vector load per row k; other columns are gathered one by one. */
+ * vector load per row k; at stride 2, two loads and a permute. With AVX-512,
+ * a run that crosses output rows (maps narrower than 16, or rows that end
+ * inside it) is loaded piece by piece, one masked load per piece; other
+ * columns are gathered one by one. Rows k go outermost, so that each reads
+ * its input rows in order across the whole block (one stream per row k;
+ * panel by panel, each row of the kc would be a stream of its own, too many
+ * for the prefetchers). */
 static void ct_bpack_im2col(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j0, int64_t nc, float *bp)
 {
-    const int64_t KK = b->kh * b->kw, HW = b->H * b->W, OHW = b->OH * b->OW;
-    for (int64_t q = 0; q * CT_NR < nc; q++) {
-        float *dst = bp + q * kc * CT_NR;
-        /* per column: the image base, the top-left input coordinate of its window, or -1 past the end */
-        int64_t base[CT_NR], r0[CT_NR], c0[CT_NR];
-        for (int64_t t = 0; t < CT_NR; t++) {
-            const int64_t j = j0 + q * CT_NR + t;
-            if (j >= b->N) {
-                base[t] = -1, r0[t] = c0[t] = 0;
+    const int64_t KK = b->kh * b->kw, HW = b->H * b->W, OHW = b->OH * b->OW, nr = (nc + 15) / 16;
+    /* per column: the image base, the top-left input coordinate of its window, or -1 past the end */
+    int64_t base[CT_NC], r0[CT_NC], c0[CT_NC];
+    for (int64_t t = 0; t < nr * 16; t++) {
+        const int64_t j = j0 + t;
+        if (j >= b->N) {
+            base[t] = -1, r0[t] = c0[t] = 0;
+            continue;
+        }
+        const int64_t n = j / OHW, pix = j % OHW, oh = pix / b->OW, ow = pix % b->OW;
+        base[t] = n * b->cstride;
+        r0[t] = oh * b->sh - b->ph;
+        c0[t] = ow * b->sw - b->pw;
+    }
+#if defined(__AVX512F__)
+    const int vec = b->sw == 1 || b->sw == 2;
+#else
+    const int vec = b->sw == 1;
+#endif
+    /* run v: 1 where it is one output row segment; else its pieces seg[s0[v]..s0[v+1]) (AVX-512) */
+    unsigned char run[CT_NC / 16];
+#if defined(__AVX512F__)
+    int s0[CT_NC / 16 + 1], ns = 0;
+    ct_im2col_seg seg[CT_NC];
+#endif
+    for (int64_t v = 0; v < nr; v++) {
+        const int64_t *bs = base + 16 * v, *rs = r0 + 16 * v, *cs = c0 + 16 * v;
+        int ok = vec && bs[15] >= 0;
+        for (int t = 1; t < 16 && ok; t++) ok = bs[t] == bs[0] && rs[t] == rs[0] && cs[t] == cs[0] + b->sw * t;
+        run[v] = (unsigned char)ok;
+#if defined(__AVX512F__)
+        s0[v] = ns;
+        for (int t = 0; !ok && vec && t < 16 && bs[t] >= 0; t++) {
+            if (t > 0 && bs[t] == bs[t - 1] && rs[t] == rs[t - 1] && cs[t] == cs[t - 1] + b->sw) {
+                seg[ns - 1].cnt++;
                 continue;
             }
-            const int64_t n = j / OHW, pix = j % OHW, oh = pix / b->OW, ow = pix % b->OW;
-            base[t] = n * b->cstride;
-            r0[t] = oh * b->sh - b->ph;
-            c0[t] = ow * b->sw - b->pw;
+            seg[ns++] = (ct_im2col_seg){.base = bs[t], .r0 = rs[t], .c0 = cs[t], .ls = t, .cnt = 1};
         }
-        int run[CT_NR / 16]; /* the 16-column run is one output row segment at stride 1 (or 2, with AVX-512) */
-        for (int v = 0; v < CT_NR / 16; v++) {
+#endif
+    }
+#if defined(__AVX512F__)
+    s0[nr] = ns;
+#endif
+    /* row k = (channel ci, tap (ti, tj)), stepped along without divisions */
+    int64_t ci = k0 / KK, ti = k0 % KK / b->kw, tj = k0 % b->kw;
+    for (int64_t k = 0; k < kc; k++, tj = tj + 1 < b->kw ? tj + 1 : (ti = ti + 1 < b->kh ? ti + 1 : (ci++, 0), 0)) {
+        const int64_t dr = ti * b->dh, dc = tj * b->dw;
+        const float *xc = b->src + ci * HW;
+#if defined(__AVX512F__)
+        /* 1x1: the rows of channel ci + 2 are a stream the prefetchers have not seen yet (larger kernels
+         * read each input row for several taps, already from cache) */
+        const int64_t pf = KK == 1 && ci + 2 < b->C ? 2 * HW : 0;
+#endif
+        for (int64_t v = 0; v < nr; v++) {
+            /* run v: lanes 16 (v % 2).. of row k of panel v / 2 */
+            float *dv = bp + (v / 2) * kc * CT_NR + k * CT_NR + 16 * (v % 2);
             const int64_t *bs = base + 16 * v, *rs = r0 + 16 * v, *cs = c0 + 16 * v;
-#if defined(__AVX512F__)
-            int ok = (b->sw == 1 || b->sw == 2) && bs[15] >= 0;
-#else
-            int ok = b->sw == 1 && bs[15] >= 0;
-#endif
-            for (int t = 1; t < 16 && ok; t++) ok = bs[t] == bs[0] && rs[t] == rs[0] && cs[t] == cs[0] + b->sw * t;
-            run[v] = ok;
-        }
-        for (int64_t k = 0; k < kc; k++) {
-            const int64_t kk = k0 + k, ci = kk / KK, t0 = kk % KK, dr = (t0 / b->kw) * b->dh, dc = (t0 % b->kw) * b->dw;
-            const float *xc = b->src + ci * HW;
-            float *d = dst + k * CT_NR;
-            for (int v = 0; v < CT_NR / 16; v++) {
-                float *dv = d + 16 * v;
-                const int64_t *bs = base + 16 * v, *rs = r0 + 16 * v, *cs = c0 + 16 * v;
-                if (run[v]) {
-                    const int64_t ih = rs[0] + dr, iw = cs[0] + dc;
-                    if (ih < 0 || ih >= b->H) {
-                        for (int t = 0; t < 16; t++) dv[t] = 0.0f;
-                        continue;
-                    }
-#if defined(__AVX512F__)
-                    if (b->sw == 2) {
-                        /* the 31 input columns iw.. by two masked loads (columns outside the row are 0),
-                         * the even ones kept */
-                        const float *row = xc + bs[0] + ih * b->W;
-                        const __mmask16 m0 = ct_cols_mask(iw, b->W), m1 = ct_cols_mask(iw + 16, b->W);
-                        const __m512 lo = _mm512_maskz_loadu_ps(m0, row + iw), hi = _mm512_maskz_loadu_ps(m1, row + iw + 16);
-                        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                        _mm512_storeu_ps(dv, _mm512_permutex2var_ps(lo, even, hi));
-                        continue;
-                    }
-#endif
-                    /* lanes lo..hi-1 read the row from its element iw + lo on; the others are padding */
-                    const int64_t lo = iw < 0 ? -iw : 0, hi = b->W - iw < 16 ? b->W - iw : 16;
-                    if (hi <= lo) {
-                        for (int t = 0; t < 16; t++) dv[t] = 0.0f;
-                        continue;
-                    }
-                    const float *src = xc + bs[0] + ih * b->W + iw + lo;
-#if defined(__AVX512F__)
-                    const __mmask16 mk = (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
-                    /* masked: no lane past the row is read; expanded: memory from src fills lanes lo.. */
-                    _mm512_storeu_ps(dv, lo ? _mm512_maskz_expandloadu_ps(mk, src) : _mm512_maskz_loadu_ps(mk, src));
-#else
-                    for (int t = 0; t < 16; t++) dv[t] = t >= lo && t < hi ? src[t - lo] : 0.0f;
-#endif
+            if (run[v]) {
+                const int64_t ih = rs[0] + dr, iw = cs[0] + dc;
+                if (ih < 0 || ih >= b->H) {
+                    for (int t = 0; t < 16; t++) dv[t] = 0.0f;
                     continue;
                 }
-                for (int t = 0; t < 16; t++) {
-                    const int64_t ih = rs[t] + dr, iw = cs[t] + dc;
-                    dv[t] = bs[t] >= 0 && ih >= 0 && ih < b->H && iw >= 0 && iw < b->W ? xc[bs[t] + ih * b->W + iw]
-                                                                                       : 0.0f;
+#if defined(__AVX512F__)
+                if (b->sw == 2) {
+                    /* the 31 input columns iw.. by two masked loads (columns outside the row are 0),
+                     * the even ones kept */
+                    const float *row = xc + bs[0] + ih * b->W;
+                    const __mmask16 m0 = ct_cols_mask(iw, b->W), m1 = ct_cols_mask(iw + 16, b->W);
+                    const __m512 lo = _mm512_maskz_loadu_ps(m0, row + iw), hi = _mm512_maskz_loadu_ps(m1, row + iw + 16);
+                    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    _mm512_storeu_ps(dv, _mm512_permutex2var_ps(lo, even, hi));
+                    continue;
                 }
+#endif
+                /* lanes lo..hi-1 read the row from its element iw + lo on; the others are padding */
+                const int64_t lo = iw < 0 ? -iw : 0, hi = b->W - iw < 16 ? b->W - iw : 16;
+                if (hi <= lo) {
+                    for (int t = 0; t < 16; t++) dv[t] = 0.0f;
+                    continue;
+                }
+                const float *src = xc + bs[0] + ih * b->W + iw + lo;
+#if defined(__AVX512F__)
+                if (pf) _mm_prefetch((const char *)(src + pf), _MM_HINT_T0);
+                const __mmask16 mk = (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
+                /* masked: no lane past the row is read; expanded: memory from src fills lanes lo.. */
+                _mm512_storeu_ps(dv, lo ? _mm512_maskz_expandloadu_ps(mk, src) : _mm512_maskz_loadu_ps(mk, src));
+#else
+                for (int t = 0; t < 16; t++) dv[t] = t >= lo && t < hi ? src[t - lo] : 0.0f;
+#endif
+                continue;
+            }
+#if defined(__AVX512F__)
+            if (vec) {
+                /* piece by piece: lanes ls + t, t in [tlo, thi), read input columns iw + sw t inside the row */
+                __m512 acc = _mm512_setzero_ps();
+                for (int si = s0[v]; si < s0[v + 1]; si++) {
+                    const ct_im2col_seg *sg = &seg[si];
+                    const int64_t ih = sg->r0 + dr, iw = sg->c0 + dc;
+                    if (ih < 0 || ih >= b->H) continue;
+                    const int64_t tlo = iw < 0 ? (-iw + b->sw - 1) / b->sw : 0;
+                    int64_t thi = (b->W - iw + b->sw - 1) / b->sw;
+                    if (thi > sg->cnt) thi = sg->cnt;
+                    if (thi <= tlo) continue;
+                    const float *src = xc + sg->base + ih * b->W + iw + b->sw * tlo;
+                    const int ls = sg->ls + (int)tlo, n = (int)(thi - tlo);
+                    const __mmask16 mk = (__mmask16)(((1u << n) - 1u) << ls);
+                    if (b->sw == 1) {
+                        acc = _mm512_mask_expandloadu_ps(acc, mk, src);
+                        continue;
+                    }
+                    /* stride 2: the 2n - 1 input columns by two masked loads, every other one moved to lanes ls.. */
+                    const int n2 = 2 * n - 1;
+                    const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)((1u << (n2 < 16 ? n2 : 16)) - 1u), src);
+                    const __m512 hi = n2 > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (n2 - 16)) - 1u), src + 16)
+                                              : _mm512_setzero_ps();
+                    const __m512i idx = _mm512_slli_epi32(
+                        _mm512_sub_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(ls)), 1);
+                    acc = _mm512_mask_mov_ps(acc, mk, _mm512_permutex2var_ps(lo, idx, hi));
+                }
+                _mm512_storeu_ps(dv, acc);
+                continue;
+            }
+#endif
+            for (int t = 0; t < 16; t++) {
+                const int64_t ih = rs[t] + dr, iw = cs[t] + dc;
+                dv[t] = bs[t] >= 0 && ih >= 0 && ih < b->H && iw >= 0 && iw < b->W ? xc[bs[t] + ih * b->W + iw] : 0.0f;
             }
         }
     }
@@ -199,10 +279,23 @@ static void ct_bpack_im2col(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j
 
 /* ------------------------------------------------------------ the micro-kernel */
 
-/* acc (MR, NR) = a (kc x MR panel) b (kc x NR panel); then rows i < mr of the tile go to
- * c0 (columns 0..15) and c1 (16..31), ldc apart: stored (with bias[i] if bias), or added. */
-static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, float *c1, int64_t ldc, int mr,
-                       int add, const float *bias)
+/* Where a micro-tile's 32 columns go, as two halves of 16: lanes 0..n0[v]-1 of half v to
+ * p0[v][0..], lanes n0[v]..n0[v]+n1[v]-1 to p1[v][0..] (a half that runs from the end of one
+ * image's pixels into the next image), rows ldc apart; lanes past n0 + n1 are not stored.
+ * q0, q1: the same places in a residual (NULL: none). */
+typedef struct {
+    float *p0[2], *p1[2];
+    const float *q0[2], *q1[2];
+    int n0[2], n1[2];
+} ct_tile_dst;
+
+/* acc (MR, NR) = a (kc x MR panel) b (kc x NR panel); then rows i < mr of the tile go to d, offset
+ * by roff: acc (+ bias[i] if bias) (+ what is there if add) (+ the residual if res), then, if
+ * relu, max(0, .). */
+static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, const float *a, const float *b,
+                                                                  const ct_tile_dst *d, int64_t roff, int64_t ldc,
+                                                                  int mr, int add, const float *bias, int res,
+                                                                  int relu)
 {
 #if defined(__AVX512F__)
     __m512 acc[CT_MR][2];
@@ -218,18 +311,43 @@ static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, fl
         a += CT_MR;
         b += CT_NR;
     }
-    for (int i = 0; i < mr; i++) {
-        float *r0 = c0 + i * ldc, *r1 = c1 + i * ldc;
-        if (add) {
-            _mm512_storeu_ps(r0, _mm512_add_ps(_mm512_loadu_ps(r0), acc[i][0]));
-            _mm512_storeu_ps(r1, _mm512_add_ps(_mm512_loadu_ps(r1), acc[i][1]));
-        } else if (bias) {
-            const __m512 bv = _mm512_set1_ps(bias[i]);
-            _mm512_storeu_ps(r0, _mm512_add_ps(acc[i][0], bv));
-            _mm512_storeu_ps(r1, _mm512_add_ps(acc[i][1], bv));
-        } else {
-            _mm512_storeu_ps(r0, acc[i][0]);
-            _mm512_storeu_ps(r1, acc[i][1]);
+    /* every index below a constant once unrolled, so that acc stays in registers */
+    const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 2
+    for (int v = 0; v < 2; v++) {
+        const int n0 = d->n0[v], n1 = d->n1[v];
+        if (n0 == 16) {
+            float *r = d->p0[v] + roff;
+            const float *q = res ? d->q0[v] + roff : 0;
+#pragma GCC unroll 8
+            for (int i = 0; i < CT_MR; i++) {
+                if (i >= mr) break;
+                __m512 x = bias ? _mm512_add_ps(acc[i][v], _mm512_set1_ps(bias[i])) : acc[i][v];
+                if (add) x = _mm512_add_ps(_mm512_loadu_ps(r + i * ldc), x);
+                if (res) x = _mm512_add_ps(x, _mm512_loadu_ps(q + i * ldc));
+                _mm512_storeu_ps(r + i * ldc, relu ? _mm512_max_ps(x, zero) : x);
+            }
+            continue;
+        }
+        /* a partial half: lanes 0..n0-1 by a masked store, then lanes n0.. moved down to 0.. */
+        const __m512i shift = _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(n0));
+#pragma GCC unroll 2
+        for (int s = 0; s < 2; s++) {
+            const int n = s ? n1 : n0;
+            if (!n) continue;
+            const __mmask16 mk = (__mmask16)((1u << n) - 1);
+            float *r = (s ? d->p1[v] : d->p0[v]) + roff;
+            const float *q = res ? (s ? d->q1[v] : d->q0[v]) + roff : 0;
+#pragma GCC unroll 8
+            for (int i = 0; i < CT_MR; i++) {
+                if (i >= mr) break;
+                const __m512 y = s ? _mm512_permutexvar_ps(shift, acc[i][v]) : acc[i][v];
+                __m512 x = bias ? _mm512_add_ps(y, _mm512_set1_ps(bias[i])) : y;
+                if (add) x = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, r + i * ldc), x);
+                if (res) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk, q + i * ldc));
+                _mm512_mask_storeu_ps(r + i * ldc, mk, relu ? _mm512_max_ps(x, zero) : x);
+            }
         }
     }
 #else
@@ -239,11 +357,23 @@ static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, fl
         for (int i = 0; i < CT_MR; i++)
             for (int t = 0; t < CT_NR; t++) acc[i][t] += a[i] * b[t];
     for (int i = 0; i < mr; i++)
-        for (int t = 0; t < CT_NR; t++) {
-            float *r = (t < 16 ? c0 + t : c1 + t - 16) + i * ldc;
-            *r = add ? *r + acc[i][t] : acc[i][t] + (bias ? bias[i] : 0.0f);
-        }
+        for (int v = 0; v < 2; v++)
+            for (int l = 0; l < d->n0[v] + d->n1[v]; l++) {
+                const int64_t o = (l < d->n0[v] ? l : l - d->n0[v]) + roff + i * ldc;
+                float *r = (l < d->n0[v] ? d->p0[v] : d->p1[v]) + o;
+                float x = acc[i][16 * v + l] + (bias ? bias[i] : 0.0f) + (add ? *r : 0.0f);
+                if (res) x += (l < d->n0[v] ? d->q0[v] : d->q1[v])[o];
+                *r = relu && x < 0.0f ? 0.0f : x;
+            }
 #endif
+}
+
+/* The same into two whole halves c0 (columns 0..15) and c1 (16..31), no ReLU. */
+static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, float *c1, int64_t ldc, int mr,
+                       int add, const float *bias)
+{
+    const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
+    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0);
 }
 
 /* ------------------------------------------------------------ the driver */
@@ -260,10 +390,36 @@ static float *ct_gemm_thread_buf(int t)
     return ct_gemm_bbuf[t];
 }
 
-/* C (M, N) (+)= packed A (M, K) B (K, N); accumulate: add to C from the start (else the first
- * K block stores, with bias[m] if bias). Columns are split over the threads. */
+/* Tile destination d for the 32 columns j.. of C; false where a half would span more than two
+ * images (fewer than 16 pixels per image): then the caller stores element by element. */
+static int ct_cmap_tile(const ct_cmap *cm, int64_t N, int64_t j, ct_tile_dst *d)
+{
+    for (int v = 0; v < 2; v++) {
+        const int64_t jv = j + 16 * v, live = N - jv < 16 ? N - jv : 16;
+        d->n0[v] = d->n1[v] = 0;
+        d->p0[v] = d->p1[v] = cm->c;
+        d->q0[v] = d->q1[v] = cm->r;
+        if (live <= 0) continue;
+        const int64_t img = jv / cm->ohw, pix = jv % cm->ohw;
+        const int64_t n0 = live < cm->ohw - pix ? live : cm->ohw - pix;
+        if (live - n0 > cm->ohw) return 0;
+        d->p0[v] = cm->c + img * cm->img + pix;
+        if (cm->r) d->q0[v] = cm->r + img * cm->img + pix;
+        d->n0[v] = (int)n0;
+        if (live > n0) {
+            d->p1[v] = cm->c + (img + 1) * cm->img;
+            if (cm->r) d->q1[v] = cm->r + (img + 1) * cm->img;
+            d->n1[v] = (int)(live - n0);
+        }
+    }
+    return 1;
+}
+
+/* C (M, N) (+)= packed A (M, K) B (K, N) (+ bias[m] if bias); accumulate: add to C from the start
+ * (else the first K block stores); the last K block adds cm->r if there is one, then, if relu,
+ * takes max(0, .). Columns are split over the threads. */
 static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const ct_bpack *b, const ct_cmap *cm,
-                        int accumulate, const float *bias)
+                        int accumulate, const float *bias, int relu)
 {
     const int64_t npanels = (N + CT_NR - 1) / CT_NR, mpanels = (M + CT_MR - 1) / CT_MR;
     int nt = 1, by_rows = 0;
@@ -299,30 +455,26 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                 for (int64_t jr = 0; jr < nc; jr += CT_NR) {
                     const int64_t j = jc + jr;
                     const float *bq = bp + (jr / CT_NR) * kc * CT_NR;
-                    /* the two 16-column halves of the tile: each inside one image, and inside N? */
-                    float *h[2] = {0, 0};
-                    int direct = 1;
-                    for (int v = 0; v < 2; v++) {
-                        const int64_t jv = j + 16 * v, pix = jv % cm->ohw;
-                        if (jv + 16 > N || pix + 16 > cm->ohw) direct = 0;
-                        else h[v] = cm->c + (jv / cm->ohw) * cm->img + pix;
-                    }
+                    ct_tile_dst d;
+                    const int vec = ct_cmap_tile(cm, N, j, &d), last = pc + kc == K;
+                    const int res = last && cm->r, act = last && relu;
                     for (int64_t m0 = m_lo; m0 < m_hi; m0 += CT_MR) {
                         const int mr = M - m0 < CT_MR ? (int)(M - m0) : CT_MR;
-                        const float *aq = ap + (m0 / CT_MR) * K * CT_MR + pc * CT_MR;
-                        const float *bias_m = bias ? bias + m0 : 0;
-                        if (direct) {
-                            ct_gemm_uk(kc, aq, bq, h[0] + m0 * cm->ldc, h[1] + m0 * cm->ldc, cm->ldc, mr, add, bias_m);
+                        const float *aq = ap + ct_gemm_a_at(m0, pc, M, K);
+                        const float *bias_m = bias && pc == 0 ? bias + m0 : 0;
+                        if (vec) {
+                            ct_gemm_uk_dst(kc, aq, bq, &d, m0 * cm->ldc, cm->ldc, mr, add, bias_m, res, act);
                             continue;
                         }
-                        /* an edge tile: through a local tile, element by element */
+                        /* fewer than 16 pixels per image: through a local tile, element by element */
                         ct_gemm_uk(kc, aq, bq, tile, tile + 16, CT_NR, mr, 0, 0);
                         for (int i = 0; i < mr; i++)
                             for (int64_t u = 0; u < CT_NR && j + u < N; u++) {
-                                const int64_t ju = j + u;
-                                float *dst = cm->c + (ju / cm->ohw) * cm->img + (m0 + i) * cm->ldc + ju % cm->ohw;
-                                const float v = tile[i * CT_NR + u];
-                                *dst = add ? *dst + v : v + (bias_m ? bias_m[i] : 0.0f);
+                                const int64_t ju = j + u, o = (ju / cm->ohw) * cm->img + (m0 + i) * cm->ldc + ju % cm->ohw;
+                                float *dst = cm->c + o;
+                                float x = tile[i * CT_NR + u] + (bias_m ? bias_m[i] : 0.0f) + (add ? *dst : 0.0f);
+                                if (res) x += cm->r[o];
+                                *dst = act && x < 0.0f ? 0.0f : x;
                             }
                     }
                 }
@@ -351,9 +503,11 @@ static void ct_conv_pack_weights(const ct_conv_geo *g, const float *w, float *ap
     for (int64_t gi = 0; gi < g->G; gi++) ct_gemm_pack_a(w + gi * Mg * K, K, 0, Mg, K, ap + gi * per);
 }
 
-/* y = conv(x, w) (+ bias) as implicit GEMMs, one per group over the whole batch:
- * Y_g (M/G, N*OH*OW) = W_g (M/G, C/G*kh*kw) im2col(X_g), on weights packed by ct_conv_pack_weights. */
-static void ct_conv_forward_packed(const ct_conv_geo *g, const float *x, const float *ap, const float *bias, float *y)
+/* y = conv(x, w) (+ bias) (+ res, of y's shape, if not NULL), then max(0, y) if relu, as implicit
+ * GEMMs, one per group over the whole batch: Y_g (M/G, N*OH*OW) = W_g (M/G, C/G*kh*kw) im2col(X_g),
+ * on weights packed by ct_conv_pack_weights. */
+static void ct_conv_forward_packed(const ct_conv_geo *g, const float *x, const float *ap, const float *bias,
+                                   const float *res, int relu, float *y)
 {
     const int64_t Cg = g->C / g->G, Mg = g->M / g->G, K = Cg * g->kh * g->kw, OHW = g->OH * g->OW;
     for (int64_t gi = 0; gi < g->G; gi++) {
@@ -361,17 +515,20 @@ static void ct_conv_forward_packed(const ct_conv_geo *g, const float *x, const f
                       .C = Cg, .H = g->H, .W = g->W, .OH = g->OH, .OW = g->OW, .kh = g->kh, .kw = g->kw,
                       .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw, .dh = g->dh, .dw = g->dw,
                       .cstride = g->C * g->H * g->W};
-        ct_cmap cm = {.c = y + gi * Mg * OHW, .ldc = OHW, .img = g->M * OHW, .ohw = OHW};
-        ct_gemm_run(Mg, g->N * OHW, K, ap + gi * ct_gemm_a_floats(Mg, K), &b, &cm, 0, bias ? bias + gi * Mg : 0);
+        if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0)
+            b.H = b.OH = 1, b.W = b.OW = OHW; /* 1x1 stride 1: each image one row, so runs of 16 never end at a row */
+        ct_cmap cm = {.c = y + gi * Mg * OHW, .r = res ? res + gi * Mg * OHW : 0, .ldc = OHW, .img = g->M * OHW,
+                      .ohw = OHW};
+        ct_gemm_run(Mg, g->N * OHW, K, ap + gi * ct_gemm_a_floats(Mg, K), &b, &cm, 0, bias ? bias + gi * Mg : 0, relu);
     }
 }
 
 /* The same, packing the weights first into ap (ct_conv_packed_floats(g) floats of scratch). */
-static void ct_conv_forward(const ct_conv_geo *g, const float *x, const float *w, const float *bias, float *y,
-                            float *ap)
+static void ct_conv_forward(const ct_conv_geo *g, const float *x, const float *w, const float *bias,
+                            const float *res, int relu, float *y, float *ap)
 {
     ct_conv_pack_weights(g, w, ap);
-    ct_conv_forward_packed(g, x, ap, bias, y);
+    ct_conv_forward_packed(g, x, ap, bias, res, relu, y);
 }
 
 /* Whether dX of a convolution is itself a convolution of dY (stride 1, one group, the flipped
@@ -393,7 +550,7 @@ static void ct_conv_grad_input_direct(const ct_conv_geo *g, const float *dy, con
                   .ph = (g->kh - 1) * g->dh - g->ph, .pw = (g->kw - 1) * g->dw - g->pw, .dh = g->dh, .dw = g->dw,
                   .cstride = g->M * g->OH * g->OW};
     ct_cmap cm = {.c = dx, .ldc = HW, .img = g->C * HW, .ohw = HW};
-    ct_gemm_run(g->C, g->N * HW, K, ap, &b, &cm, 0, 0);
+    ct_gemm_run(g->C, g->N * HW, K, ap, &b, &cm, 0, 0, 0);
 }
 
 /* ------------------------------------------------------------ weight gradient */
@@ -835,7 +992,7 @@ static void ct_wino_pack_weights(int m, const float *w, int64_t M, int64_t C, in
                     for (int k = 0; k < a; k++) v[e * a + k][i] = r[k];
                 }
             }
-            float *dst = u + p * C * CT_MR + c * CT_MR;
+            float *dst = u + ct_gemm_a_at(p * CT_MR, c, M, C);
             for (int xi = 0; xi < a * a; xi++) memcpy(dst + xi * per, v[xi], sizeof v[xi]);
         }
 }
@@ -977,11 +1134,14 @@ static inline __attribute__((always_inline)) void ct_wino_input(int m, const ct_
     ct_wino_2d(m, 0, d, v); /* B^T d B */
 }
 
-/* One block of nb tiles, p0.. (np of them live): input transform into V, the GEMMs into Mo, output
- * transform into y. Inlined with m constant. */
+/* One block of nb tiles, p0.. (np of them live): the input transform of channels c_lo..c_hi-1 into
+ * V (if c_lo < c_hi); then, if m_lo < m_hi, the GEMMs of output channels m_lo..m_hi-1 (multiples of
+ * CT_MR, or M) into Mo and their output transform into y. Inlined with m constant. */
 static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_conv_geo *g, const float *x,
-                                                              const float *u, const float *bias, float *y, float *V,
-                                                              float *Mo, int64_t p0, int64_t np, int64_t nb)
+                                                              const float *u, const float *bias, const float *res,
+                                                              int relu, float *y, float *V, float *Mo, int64_t p0,
+                                                              int64_t np, int64_t nb, int64_t c_lo, int64_t c_hi,
+                                                              int64_t m_lo, int64_t m_hi)
 {
     const int a = m + 2, na = a * a;
     const int64_t C = g->C, M = g->M, OH = g->OH, OW = g->OW, OHW = OH * OW, per = ct_gemm_a_floats(M, C);
@@ -992,7 +1152,7 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
         ct_wino_lanes L;
         ct_wino_lanes_init(m, g, p0 + q * 16, np - q * 16, &L);
         float *vq = V + (q / 2) * C * CT_NR + (q % 2) * 16;
-        for (int64_t c = 0; c < C; c++) {
+        for (int64_t c = c_lo; c < c_hi; c++) {
             ct_wv v[36];
             ct_wino_input(m, g, x, c, &L, v);
             #pragma GCC unroll 16
@@ -1005,17 +1165,17 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
             for (int64_t c0 = 0; c0 < C; c0 += CT_KC) {
                 const int64_t kc = C - c0 < CT_KC ? C - c0 : CT_KC;
                 const float *bq = V + xi * vs + q * C * CT_NR + c0 * CT_NR;
-                for (int64_t m0 = 0; m0 < M; m0 += CT_MR) {
+                for (int64_t m0 = m_lo; m0 < m_hi; m0 += CT_MR) {
                     const int mr = M - m0 < CT_MR ? (int)(M - m0) : CT_MR;
                     float *cq = Mo + xi * ms + m0 * nb + q * CT_NR;
-                    ct_gemm_uk(kc, u + xi * per + m0 * C + c0 * CT_MR, bq, cq, cq + 16, nb, mr, c0 > 0, 0);
+                    ct_gemm_uk(kc, u + xi * per + ct_gemm_a_at(m0, c0, M, C), bq, cq, cq + 16, nb, mr, c0 > 0, 0);
                 }
             }
     /* the output transform, 16 tiles at a time */
     for (int64_t q = 0; q * 16 < np; q++) {
         ct_wino_lanes L;
         ct_wino_lanes_init(m, g, p0 + q * 16, np - q * 16, &L);
-        for (int64_t o = 0; o < M; o++) {
+        for (int64_t o = m_lo; o < m_hi; o++) {
             const float *mq = Mo + o * nb + q * 16;
             ct_wv blk[36], out[16];
             #pragma GCC unroll 16
@@ -1034,9 +1194,15 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
             for (int l = 0; l < 16; l++) {
                 if (!L.live[l]) continue;
                 float *dst = y + L.obase[l] + o * OHW;
+                const float *rs = res ? res + L.obase[l] + o * OHW : 0;
                 for (int i = 0; i < m; i++)
-                    if (L.orows[l] >> i & 1)
-                        _mm512_mask_storeu_ps(dst + i * (OW - m), (__mmask16)(L.ocols[l] << (i * m)), r16[l]);
+                    if (L.orows[l] >> i & 1) {
+                        const __mmask16 mk = (__mmask16)(L.ocols[l] << (i * m));
+                        __m512 v = r16[l];
+                        if (rs) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, rs + i * (OW - m)));
+                        if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+                        _mm512_mask_storeu_ps(dst + i * (OW - m), mk, v);
+                    }
             }
 #else
             const float *os = (const float *)d;
@@ -1045,7 +1211,10 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
                 float *dst = y + L.obase[l] + o * OHW;
                 for (int i = 0; i < m; i++)
                     for (int k = 0; k < m; k++)
-                        if ((L.orows[l] >> i & 1) && (L.ocols[l] >> k & 1)) dst[i * OW + k] = os[(i * m + k) * 16 + l];
+                        if ((L.orows[l] >> i & 1) && (L.ocols[l] >> k & 1)) {
+                            float v = os[(i * m + k) * 16 + l] + (res ? res[L.obase[l] + o * OHW + i * OW + k] : 0.0f);
+                            dst[i * OW + k] = relu && v < 0.0f ? 0.0f : v;
+                        }
             }
 #endif
         }
@@ -1067,10 +1236,10 @@ static void ct_wino_grow(float **buf, int64_t *cap, int nt, int64_t need)
 static float *ct_wino_buf[CT_GEMM_MAX_THREADS];
 static int64_t ct_wino_cap[CT_GEMM_MAX_THREADS];
 
-/* y = conv(x, w) (+ bias) for a geometry ct_conv_winograd_ok accepts, on weights transformed by
+/* y = conv(x, w) (+ bias) (+ res), then max(0, y) if relu, for a geometry ct_conv_winograd_ok accepts, on weights transformed by
  * ct_wino_pack_weights (same m) into u. */
 static void ct_conv_winograd_packed(int m, const ct_conv_geo *g, const float *x, const float *u, const float *bias,
-                                    float *y)
+                                    const float *res, int relu, float *y)
 {
     const int64_t na = (m + 2) * (m + 2), C = g->C, M = g->M;
     const int64_t P = g->N * ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
@@ -1089,31 +1258,46 @@ static void ct_conv_winograd_packed(int m, const ct_conv_geo *g, const float *x,
     if (budget > CT_WINO_MAX_NB) budget = CT_WINO_MAX_NB;
     const int64_t per_thread = (P + nt - 1) / nt, rounds = (per_thread + budget - 1) / budget;
     const int64_t nb = ((per_thread + rounds - 1) / rounds + CT_NR - 1) / CT_NR * CT_NR;
-    const int64_t nblocks = (P + nb - 1) / nb;
-    if (nt > nblocks) nt = (int)nblocks;
+    const int64_t nblocks = (P + nb - 1) / nb, mpanels = (M + CT_MR - 1) / CT_MR;
+    /* fewer blocks than threads (a small map at batch 1): the threads share each block, splitting its
+     * channels in the input transform, its output channels in the GEMMs and the output transform */
+    const int coop = nblocks < nt && mpanels >= nt;
+    if (!coop && nt > nblocks) nt = (int)nblocks;
     const int64_t need = na * (C * nb + M * nb + 2 * CT_WINO_PAD);
-    ct_wino_grow(ct_wino_buf, ct_wino_cap, nt, need);
+    ct_wino_grow(ct_wino_buf, ct_wino_cap, coop ? 1 : nt, need);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = 0;
 #ifdef _OPENMP
         t = omp_get_thread_num();
 #endif
-        float *V = ct_wino_buf[t], *Mo = V + na * (C * nb + CT_WINO_PAD);
-        for (int64_t bi = t; bi < nblocks; bi += nt) {
+        float *V = ct_wino_buf[coop ? 0 : t], *Mo = V + na * (C * nb + CT_WINO_PAD);
+        const int64_t c_lo = coop ? C * t / nt : 0, c_hi = coop ? C * (t + 1) / nt : C;
+        const int64_t m_lo = coop ? mpanels * t / nt * CT_MR : 0;
+        const int64_t m_hi = coop && t + 1 < nt ? mpanels * (t + 1) / nt * CT_MR : M;
+        for (int64_t bi = coop ? 0 : t; bi < nblocks; bi += coop ? 1 : nt) {
             const int64_t p0 = bi * nb, np = P - p0 < nb ? P - p0 : nb;
-            if ((CT_WINO_TILES & 16) && m == 4) ct_wino_block(4, g, x, u, bias, y, V, Mo, p0, np, nb);
-            else if (CT_WINO_TILES & 4) ct_wino_block(2, g, x, u, bias, y, V, Mo, p0, np, nb);
+            /* the input transform, then (all of V written) the GEMMs and the output transform */
+            if ((CT_WINO_TILES & 16) && m == 4) ct_wino_block(4, g, x, u, 0, 0, 0, y, V, Mo, p0, np, nb, c_lo, c_hi, 0, 0);
+            else if (CT_WINO_TILES & 4) ct_wino_block(2, g, x, u, 0, 0, 0, y, V, Mo, p0, np, nb, c_lo, c_hi, 0, 0);
+            if (coop) {
+                #pragma omp barrier
+            }
+            if ((CT_WINO_TILES & 16) && m == 4) ct_wino_block(4, g, x, u, bias, res, relu, y, V, Mo, p0, np, nb, 0, 0, m_lo, m_hi);
+            else if (CT_WINO_TILES & 4) ct_wino_block(2, g, x, u, bias, res, relu, y, V, Mo, p0, np, nb, 0, 0, m_lo, m_hi);
+            if (coop) {
+                #pragma omp barrier
+            }
         }
     }
 }
 
 /* The same, transforming the weights first into u (ct_wino_u_floats(m, M, C) floats of scratch). */
 static void ct_conv_winograd(int m, const ct_conv_geo *g, const float *x, const float *w, const float *bias,
-                             float *y, float *u)
+                             const float *res, int relu, float *y, float *u)
 {
     ct_wino_pack_weights(m, w, g->M, g->C, 0, u);
-    ct_conv_winograd_packed(m, g, x, u, bias, y);
+    ct_conv_winograd_packed(m, g, x, u, bias, res, relu, y);
 }
 
 /* The geometry of a stride-1 convolution's input gradient as a forward convolution of dY. */
@@ -1132,7 +1316,7 @@ static void ct_conv_grad_input_winograd(int m, const ct_conv_geo *g, const float
 {
     const ct_conv_geo r = ct_conv_grad_input_geo(g);
     ct_wino_pack_weights(m, w, g->C, g->M, 1, u);
-    ct_conv_winograd_packed(m, &r, dy, u, 0, dx);
+    ct_conv_winograd_packed(m, &r, dy, u, 0, 0, 0, dx);
 }
 
 /* ct_conv_grad_input_winograd with m fixed: the GEMM engine's fn(&geometry, x0, x1, y0, scratch) form. */

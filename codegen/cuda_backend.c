@@ -1393,10 +1393,13 @@ static int64_t conv_chunk(int64_t N, int64_t per_image)
     return nb;
 }
 
+/* Conv, and FusedConv: the convolution, then relu(y + residual) by ct_add_relu_k. */
 static void emit_conv(cg *c, const ct_node *n)
 {
     const ct_value *x = n->in[0], *wt = n->in[1], *y = n->out[0];
     const ct_value *bv = n->n_in > 2 ? n->in[2] : NULL;
+    const ct_value *rv = n->op == CT_OP_FUSED_CONV && n->n_in > 3 ? n->in[3] : NULL;
+    const int relu = n->op == CT_OP_FUSED_CONV && ct_node_attr_int(n, "relu", 0);
     if (x->dtype != CT_F32 || wt->dtype != CT_F32) { unsupported(c, n, "only float Conv"); return; }
     int64_t ks[2];
     int sr = x->shape.rank - 2;
@@ -1408,13 +1411,15 @@ static void emit_conv(cg *c, const ct_node *n)
     if (G <= 0 || w.C % G || w.OC % G) { unsupported(c, n, "channels and group do not match"); return; }
     int64_t Cg = w.C / G, Mg = w.OC / G, OHW = w.OH * w.OW, HW = w.H * w.W, K = Cg * w.kh * w.kw;
     bool pointwise = w.kh == 1 && w.kw == 1 && w.sh == 1 && w.sw == 1 && !w.pt && !w.pl && !w.pb && !w.pr;
-    char wl[512], px[128], pw[128], pbias[128], py[128], g[64];
+    char wl[512], px[128], pw[128], pbias[128], py[128], pr[128], g[64];
     win_literal(wl, sizeof wl, &w, G);
     vptr(c, x, true, px, sizeof px);
     vptr(c, wt, true, pw, sizeof pw);
     vptr(c, y, false, py, sizeof py);
     if (bv) vptr(c, bv, true, pbias, sizeof pbias);
     else snprintf(pbias, sizeof pbias, "(const float *)0");
+    if (rv) vptr(c, rv, true, pr, sizeof pr);
+    else snprintf(pr, sizeof pr, "(const float *)0");
     node_comment(c, n, &c->k);
     ct_emit_raw(&c->k, "/* (library kernels + cuBLAS) */\n");
     char nm[256];
@@ -1425,9 +1430,14 @@ static void emit_conv(cg *c, const ct_node *n)
         ct_emit_raw(&c->f, "        (void)w;\n    }\n");
         return;
     }
+    char epilogue[512] = "";
+    if (rv || relu)
+        snprintf(epilogue, sizeof epilogue,
+                 "        CT_CUDA_CHECK(CT_LAUNCH(ct_add_relu_k, %s, %d, 0, ct_stream, (int64_t)%lld, %s, %d, %s));\n",
+                 grid_for(g, sizeof g, total, BLOCK), BLOCK, (long long)total, pr, relu, py);
     if (Cg == 1 && G == w.C) {
-        ct_emit_raw(&c->f, "        CT_CUDA_CHECK(CT_LAUNCH(ct_dw_conv_k, %s, %d, 0, ct_stream, w, %s, %s, %s, %s));\n    }\n",
-                    grid_for(g, sizeof g, total, BLOCK), BLOCK, px, pw, pbias, py);
+        ct_emit_raw(&c->f, "        CT_CUDA_CHECK(CT_LAUNCH(ct_dw_conv_k, %s, %d, 0, ct_stream, w, %s, %s, %s, %s));\n%s    }\n",
+                    grid_for(g, sizeof g, total, BLOCK), BLOCK, px, pw, pbias, py, epilogue);
         return;
     }
     int64_t nb = conv_chunk(w.N, pointwise ? 0 : K * OHW);
@@ -1450,7 +1460,7 @@ static void emit_conv(cg *c, const ct_node *n)
                 (long long)Mg, (long long)OHW, (long long)K, pw, (long long)(Mg * K), (long long)K, src, (long long)OHW,
                 (long long)(pointwise ? w.C * HW : K * OHW), bv ? "1.0f" : "0.0f", py, (long long)w.OC, (long long)Mg,
                 (long long)OHW, (long long)OHW, (long long)(w.OC * OHW));
-    ct_emit_raw(&c->f, "            }\n        }\n    }\n");
+    ct_emit_raw(&c->f, "            }\n        }\n%s    }\n", epilogue);
 }
 
 /* ------------------------------------------------------------ shape-valued ops (when not folded) */
@@ -2102,7 +2112,7 @@ static void emit_node(cg *c, const ct_node *n)
         emit_alias_or_copy(c, n);
         return;
     case CT_OP_SOFTMAX: case CT_OP_LOG_SOFTMAX: emit_softmax(c, n); return;
-    case CT_OP_CONV: emit_conv(c, n); return;
+    case CT_OP_CONV: case CT_OP_FUSED_CONV: emit_conv(c, n); return;
     case CT_OP_BATCH_NORM: case CT_OP_FUSED_BN_RELU: emit_batch_norm(c, n); return;
     case CT_OP_MAX_POOL: case CT_OP_AVERAGE_POOL: emit_pool(c, n); return;
     case CT_OP_GLOBAL_AVERAGE_POOL: case CT_OP_GLOBAL_MAX_POOL: emit_global_pool(c, n); return;

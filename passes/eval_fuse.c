@@ -18,6 +18,11 @@ bool ct_eval_fuse_supports(const ct_node *n)
             if (!n->in[i] || n->in[i]->dtype != CT_F32) return false;
         return n->n_in >= 5 && n->out[0];
     }
+    if (n->op == CT_OP_FUSED_CONV) {
+        for (int i = 0; i < n->n_in; i++)
+            if ((i < 2 && !n->in[i]) || (n->in[i] && n->in[i]->dtype != CT_F32)) return false;
+        return n->out[0] && n->in[0]->shape.rank >= 3 && n->in[0]->shape.rank <= 4;
+    }
     ct_fused_layout l;
     if (!ct_fused_layout_get(n, &l)) return false;
     for (int i = 0; i < n->n_in; i++)
@@ -86,22 +91,36 @@ static ct_status eval_optim(const ct_node *n, const ct_fused_layout *l, const vo
     return CT_OK;
 }
 
-/* The BatchNorm it replaced into out[0], then the Add and the Relu in place,
- * rounded as eval.c's Add and Relu round them. */
+/* y (+ r, if r) in place, then Relu if relu, rounded as eval.c's Add and Relu round them. */
+static void add_relu(float *y, const float *r, int64_t cnt, bool relu)
+{
+    for (int64_t i = 0; i < cnt; i++) {
+        double v = y[i];
+        if (r) v = (float)(v + (double)r[i]);
+        y[i] = (float)(relu && !(v > 0) ? 0 : v);
+    }
+}
+
+/* The BatchNorm it replaced into out[0], then the Add and the Relu. */
 static ct_status eval_bn_relu(const ct_node *n, const void *const *in, void *const *out)
 {
     ct_node bn = *n;
     bn.op = n->op == CT_OP_FUSED_BN_TRAIN_RELU ? CT_OP_BATCH_NORM_TRAIN : CT_OP_BATCH_NORM;
     bn.n_in = 5;
     CT_TRY(ct_eval_node(&bn, in, out));
-    const float *r = n->n_in > 5 ? in[5] : NULL;
-    float *y = out[0];
-    int64_t cnt = ct_shape_numel(&n->out[0]->shape);
-    for (int64_t i = 0; i < cnt; i++) {
-        double v = y[i];
-        if (r) v = (float)(v + (double)r[i]);
-        y[i] = (float)(v > 0 ? v : 0);
-    }
+    add_relu(out[0], n->n_in > 5 ? in[5] : NULL, ct_shape_numel(&n->out[0]->shape), true);
+    return CT_OK;
+}
+
+/* The Conv it replaced into out[0], then the Add and the Relu. */
+static ct_status eval_fused_conv(const ct_node *n, const void *const *in, void *const *out)
+{
+    ct_node conv = *n;
+    conv.op = CT_OP_CONV;
+    conv.n_in = n->n_in < 3 ? n->n_in : 3;
+    CT_TRY(ct_eval_node(&conv, in, out));
+    add_relu(out[0], n->n_in > 3 && n->in[3] ? in[3] : NULL, ct_shape_numel(&n->out[0]->shape),
+             ct_node_attr_int(n, "relu", 0) != 0);
     return CT_OK;
 }
 
@@ -109,6 +128,7 @@ ct_status ct_eval_fuse_node(const ct_node *n, const void *const *in, void *const
 {
     if (!ct_eval_fuse_supports(n)) return ct_node_errorf(n, "not supported by the reference interpreter");
     if (n->op == CT_OP_FUSED_BN_RELU || n->op == CT_OP_FUSED_BN_TRAIN_RELU) return eval_bn_relu(n, in, out);
+    if (n->op == CT_OP_FUSED_CONV) return eval_fused_conv(n, in, out);
     ct_fused_layout l;
     if (!ct_fused_layout_get(n, &l)) return ct_node_errorf(n, "not supported by the reference interpreter");
     if (n->op == CT_OP_FUSED_EMA) return eval_ema(n, &l, in, out);

@@ -2,8 +2,9 @@
  * optimizer): the momentum (EMA) update of a key/target encoder, a Mul, Mul,
  * Add per parameter, becomes one FusedEMA node, and the per-parameter
  * SGDStep/AdamStep nodes of one set of hyper-parameters one FusedSGDStep/
- * FusedAdamStep. Each fused node keeps the replaced nodes' names in its
- * "replaced" attribute. Also the shape inference of the fused ops. */
+ * FusedAdamStep; BatchNorm [+ Add] + Relu one FusedBatchNorm[Train]Relu, and
+ * Conv [+ Add] + Relu one FusedConv. Each fused node keeps the replaced nodes'
+ * names in its "replaced" attribute. Also the shape inference of the fused ops. */
 #include "fuse.h"
 
 #include <stdlib.h>
@@ -86,6 +87,23 @@ ct_status ct_infer_fused_bn_relu(ct_graph *g, ct_node *n)
     bn.n_in = 5;
     CT_TRY(tr ? ct_infer_batch_norm_train(g, &bn) : ct_infer_batch_norm(g, &bn));
     const ct_value *r = n->n_in > 5 ? n->in[5] : NULL, *y = n->out[0];
+    if (r && (r->dtype != y->dtype || !ct_shape_equal(&r->shape, &y->shape)))
+        return ct_node_errorf(n, "residual '%s' must have the type and shape of the output '%s'", r->name, y->name);
+    return CT_OK;
+}
+
+ct_status ct_infer_conv(ct_graph *g, ct_node *n);
+
+/* As the Conv it replaced, then the residual must have Y's shape and type. */
+ct_status ct_infer_fused_conv(ct_graph *g, ct_node *n)
+{
+    for (int i = 0; i < 2; i++)
+        if (!n->in[i]) return ct_node_errorf(n, "input %d is missing", i);
+    ct_node conv = *n;
+    conv.op = CT_OP_CONV;
+    conv.n_in = n->n_in < 3 ? n->n_in : 3;
+    CT_TRY(ct_infer_conv(g, &conv));
+    const ct_value *r = n->n_in > 3 ? n->in[3] : NULL, *y = n->out[0];
     if (r && (r->dtype != y->dtype || !ct_shape_equal(&r->shape, &y->shape)))
         return ct_node_errorf(n, "residual '%s' must have the type and shape of the output '%s'", r->name, y->name);
     return CT_OK;
@@ -408,7 +426,7 @@ fail:
     return st;
 }
 
-/* ---------------------------------------------------------------- BatchNorm + (Add) + Relu */
+/* ---------------------------------------------------------------- BatchNorm or Conv + (Add) + Relu */
 
 /* The BatchNorm whose Y is v, read only there (NULL if none). */
 static ct_node *bn_producer(const ct_graph *g, const ct_value *v)
@@ -424,7 +442,25 @@ static ct_node *bn_producer(const ct_graph *g, const ct_value *v)
     return p;
 }
 
-/* Relu(BN(x) [+ r]) into one node: the normalised x and the sum are never stored. */
+/* The float Conv whose Y is v, read only there (NULL if none). */
+static ct_node *conv_producer(const ct_graph *g, const ct_value *v)
+{
+    ct_node *p = v ? v->producer : NULL;
+    if (!p || p->op != CT_OP_CONV || p->out[0] != v || v->dtype != CT_F32 || ct_graph_use_count(g, v) != 1) return NULL;
+    for (int i = 0; i < p->n_in; i++)
+        if (p->in[i] && p->in[i]->dtype != CT_F32) return NULL;
+    return p;
+}
+
+/* The BatchNorm or Conv whose Y is v, read only there (NULL if none). */
+static ct_node *bn_or_conv_producer(const ct_graph *g, const ct_value *v)
+{
+    ct_node *p = bn_producer(g, v);
+    return p ? p : conv_producer(g, v);
+}
+
+/* Relu(BN(x) [+ r]) and Relu(Conv(x) [+ r]) into one node each: the normalised x or the convolution
+ * and the sum are never stored. */
 static ct_status fuse_bn_relu(ct_graph *g)
 {
     ct_status st = CT_OK;
@@ -433,30 +469,36 @@ static ct_status fuse_bn_relu(ct_graph *g)
     int *pos = calloc((size_t)nn + 1, sizeof *pos); /* position of the fused nodes appended: their Relu's */
     if (!drop || !pos) abort();
     for (int i = 0; i < nn; i++) {
-        ct_node *relu = g->nodes[i], *add = NULL, *bn = NULL;
+        ct_node *relu = g->nodes[i], *add = NULL, *p = NULL;
         if (relu->op != CT_OP_RELU || relu->out[0]->dtype != CT_F32) continue;
         ct_value *r = NULL, *x = relu->in[0];
         if (x->producer && x->producer->op == CT_OP_ADD && ct_graph_use_count(g, x) == 1) {
             add = x->producer;
-            for (int k = 0; k < 2 && !bn; k++) {
-                bn = bn_producer(g, add->in[k]);
+            for (int k = 0; k < 2 && !p; k++) {
+                p = bn_or_conv_producer(g, add->in[k]);
                 r = add->in[1 - k];
             }
-            if (!bn || !r || r->dtype != CT_F32 || !ct_shape_equal(&r->shape, &x->shape) ||
-                !ct_shape_equal(&bn->out[0]->shape, &x->shape))
+            if (!p || !r || r->dtype != CT_F32 || !ct_shape_equal(&r->shape, &x->shape) ||
+                !ct_shape_equal(&p->out[0]->shape, &x->shape))
                 continue;
-        } else if (!(bn = bn_producer(g, x))) {
+        } else if (!(p = bn_or_conv_producer(g, x))) {
             continue;
         }
-        if (drop[bn->id] || (add && drop[add->id])) continue;
-        bool tr = bn->op == CT_OP_BATCH_NORM_TRAIN;
-        ct_value *in[6] = {bn->in[0], bn->in[1], bn->in[2], bn->in[3], bn->in[4], r};
+        if (drop[p->id] || (add && drop[add->id])) continue;
+        bool conv = p->op == CT_OP_CONV, tr = p->op == CT_OP_BATCH_NORM_TRAIN;
+        /* BatchNorm: X, scale, B, mean, var[, R]; Conv: X, W, B or NULL[, R] */
+        ct_value *in[6] = {p->in[0], p->in[1], p->in[2], p->in[3], p->in[4], r};
+        int n_in = r ? 6 : 5;
+        if (conv) {
+            in[2] = p->n_in > 2 ? p->in[2] : NULL, in[3] = r;
+            n_in = r ? 4 : in[2] ? 3 : 2;
+        }
         ct_value *out[5] = {relu->out[0], NULL, NULL, NULL, NULL};
-        for (int k = 1; tr && k < 5; k++) out[k] = bn->out[k];
+        for (int k = 1; tr && k < 5; k++) out[k] = p->out[k];
         int last_in = -1, first_out = g->n_nodes;
-        for (int k = 0; k < 6; k++) {
-            const ct_node *p = in[k] ? in[k]->producer : NULL;
-            int at = !p ? -1 : p->id >= nn ? pos[p->id - nn] : p->id;
+        for (int k = 0; k < n_in; k++) {
+            const ct_node *q = in[k] ? in[k]->producer : NULL;
+            int at = !q ? -1 : q->id >= nn ? pos[q->id - nn] : q->id;
             if (at > last_in) last_in = at;
         }
         for (int k = 0; k < 5; k++) {
@@ -464,18 +506,24 @@ static ct_status fuse_bn_relu(ct_graph *g)
             if (fr < first_out) first_out = fr;
         }
         if (last_in >= first_out || last_in >= relu->id) continue;
-        const ct_node *rep[3] = {bn, add ? add : relu, relu};
+        const ct_node *rep[3] = {p, add ? add : relu, relu};
         char nm[512];
-        snprintf(nm, sizeof nm, "%s/fused_relu", bn->name);
-        ct_node *f = ct_graph_add_node(g, tr ? CT_OP_FUSED_BN_TRAIN_RELU : CT_OP_FUSED_BN_RELU, node_name(g, nm),
-                                       r ? 6 : 5, in, tr ? 5 : 1, out);
-        ct_node_set_float(g, f, "epsilon", ct_node_attr_float(bn, "epsilon", 1e-5f));
-        if (tr) {
-            ct_node_set_float(g, f, "momentum", ct_node_attr_float(bn, "momentum", 0.1f));
-            ct_node_set_int(g, f, "splits", ct_node_attr_int(bn, "splits", 1));
+        snprintf(nm, sizeof nm, "%s/fused_relu", p->name);
+        ct_op op = conv ? CT_OP_FUSED_CONV : tr ? CT_OP_FUSED_BN_TRAIN_RELU : CT_OP_FUSED_BN_RELU;
+        ct_node *f = ct_graph_add_node(g, op, node_name(g, nm), n_in, in, tr ? 5 : 1, out);
+        if (conv) {
+            for (int k = 0; k < p->n_attr; k++) ct_node_add_attr(g, f, &p->attrs[k]);
+            ct_node_set_int(g, f, "relu", 1);
+        } else {
+            ct_node_set_float(g, f, "epsilon", ct_node_attr_float(p, "epsilon", 1e-5f));
         }
-        set_replaced(g, f, rep, add ? 3 : 2, add ? "BatchNorm + Add + Relu" : "BatchNorm + Relu");
-        drop[bn->id] = drop[relu->id] = true;
+        if (tr) {
+            ct_node_set_float(g, f, "momentum", ct_node_attr_float(p, "momentum", 0.1f));
+            ct_node_set_int(g, f, "splits", ct_node_attr_int(p, "splits", 1));
+        }
+        set_replaced(g, f, rep, add ? 3 : 2,
+                     conv ? (add ? "Conv + Add + Relu" : "Conv + Relu") : add ? "BatchNorm + Add + Relu" : "BatchNorm + Relu");
+        drop[p->id] = drop[relu->id] = true;
         if (add) drop[add->id] = true;
         pos[f->id - nn] = relu->id;
         st = ct_infer_node(g, f);

@@ -301,3 +301,45 @@ def test_compiled_supervised_fused_equals_unfused(run_contra, tiny_onnx, tmp_pat
     p0 = np.load(glob.glob(str(tf / "p") + "/**/conv1.weight.npy", recursive=True)[0]) if glob.glob(
         str(tf / "p") + "/**/conv1.weight.npy", recursive=True) else None
     assert p0 is not None
+
+
+def test_inference_conv_relu_fused(run_contra, build_dir, tmp_path):
+    """An inference graph (torchvision ResNet-18 exported in eval mode, so BatchNorm is folded into
+    the convolutions): every Conv + Relu and Conv + residual Add + Relu becomes one FusedConv; the
+    fused graph evaluates bit for bit like the unfused one in the reference interpreter, and so
+    does the compiled program (the residual and the ReLU are added in the convolution's stores in
+    the order the Add and Relu kernels round them)."""
+    import models
+    enc = models.export("resnet18", "eval", 13, batch=2, size=32)
+    nodes = _nodes(json.loads(run_contra("dump", str(enc), "--after", "fuse", "--format", "json").stdout))
+    ops = [n["op"] for n in nodes]
+    fc = [n for n in nodes if n["op"] == "FusedConv"]
+    # the stem, both convolutions of the 8 basic blocks; the 3 downsample convolutions feed an Add only
+    assert len(fc) == 17 and ops.count("Conv") == 3 and "Relu" not in ops and "Add" not in ops, ops
+    with_res = [n for n in fc if len(n["inputs"]) == 4]
+    assert len(with_res) == 8 and all(_attr(n, "relu") == 1 for n in fc)
+    assert all(len(_attr(n, "replaced")) == (3 if len(n["inputs"]) == 4 else 2) for n in fc)
+
+    x = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    outs = {}
+    for flag in ("", "--fuse"):
+        d = tmp_path / ("ref" + flag)
+        d.mkdir()
+        p = subprocess.run([str(build_dir / "tests" / "eval_model"), str(enc), str(d), *([flag] if flag else []),
+                            str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        outs[flag] = np.load(d / "out0.npy")
+    assert np.array_equal(outs[""], outs["--fuse"]) and np.abs(outs[""]).max() > 0
+
+    got = {}
+    for fuse in (True, False):
+        prog = _compile(run_contra, enc, tmp_path / f"prog{int(fuse)}", ["--infer", "--batch", "2"], fuse)
+        src = (prog / "model.c").read_text()
+        assert (_op_counts(src).get("FusedConv", 0) == 17) == fuse
+        p = subprocess.run([str(build_dir / "tests" / "prog_run"), str(prog), str(tmp_path / f"y{int(fuse)}_"),
+                            str(tmp_path / "x.npy")], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        got[fuse] = np.load(tmp_path / f"y{int(fuse)}_0.npy")
+    assert np.array_equal(got[True], got[False])
+    assert np.max(np.abs(got[True] - outs[""])) <= 1e-4 * np.max(np.abs(outs[""]))

@@ -162,9 +162,10 @@ static ct_status cached_compile(const char *model, const cli_compile_options *op
     char *ccv = NULL;
     CT_TRY(ct_codegen_cc_version(opt->cc, &ccv));
     char extra[1024];
-    const char *wino = getenv("CONTRA_WINOGRAD"); /* changes the generated code (codegen/c_backend.c) */
-    snprintf(extra, sizeof extra, "|batch=%lld|contra=%s|cc=%s|%s|winograd=%s", (long long)opt->batch, CT_VERSION,
-             ct_codegen_cc_name(opt->cc), ccv, wino ? wino : "");
+    /* the environment that changes the generated code (codegen/c_backend.c, passes/fuse.c) */
+    const char *wino = getenv("CONTRA_WINOGRAD"), *nofuse = getenv("CT_DEBUG_NO_FUSE");
+    snprintf(extra, sizeof extra, "|batch=%lld|contra=%s|cc=%s|%s|winograd=%s|nofuse=%s", (long long)opt->batch,
+             CT_VERSION, ct_codegen_cc_name(opt->cc), ccv, wino ? wino : "", nofuse ? nofuse : "");
     free(ccv);
     fnv_add(&h, extra, strlen(extra));
     /* contra's own binary: a rebuilt compiler never reuses stale programs */

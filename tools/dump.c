@@ -162,7 +162,7 @@ int64_t ct_dump_node_flops(const ct_node *n, int64_t *macs_out)
     if (macs_out) *macs_out = 0;
 
     switch (n->op) {
-    case CT_OP_CONV: {
+    case CT_OP_CONV: case CT_OP_FUSED_CONV: {
         const ct_value *w = n->n_in > 1 ? n->in[1] : NULL;
         if (out_el < 0 || !w || !w->shape_known || w->shape.rank < 2) return -1;
         /* W: (Cout, Cin/group, k...): each output element is Cin/group * prod(k) MACs */
@@ -171,6 +171,8 @@ int64_t ct_dump_node_flops(const ct_node *n, int64_t *macs_out)
         macs = mul_sat(out_el, per);
         if (macs < 0) return -1;
         flops = 2 * macs + (n->n_in > 2 && n->in[2] ? out_el : 0);
+        if (n->op == CT_OP_FUSED_CONV) /* the residual add and the ReLU */
+            flops += (n->n_in > 3 && n->in[3] ? out_el : 0) + (ct_node_attr_int(n, "relu", 0) ? out_el : 0);
         break;
     }
     case CT_OP_GEMM: {
@@ -903,7 +905,8 @@ void ct_dump_dot_print(FILE *f, const ct_graph *g)
         if (ns) fprintf(f, "%s+%ds", line ? " " : "\\n", ns), line = true;
         if (nc) fprintf(f, "%s+%dc", line ? " " : "\\n", nc), line = true;
         fputs("\"", f);
-        if (n->op == CT_OP_CONV || n->op == CT_OP_GEMM || n->op == CT_OP_MATMUL) fputs(", fillcolor=\"#fde2c8\"", f);
+        if (n->op == CT_OP_CONV || n->op == CT_OP_FUSED_CONV || n->op == CT_OP_GEMM || n->op == CT_OP_MATMUL)
+            fputs(", fillcolor=\"#fde2c8\"", f);
         fputs("];\n", f);
     }
     /* edges: producer (node or graph input) to consumer, labelled dtype+shape */

@@ -1,8 +1,9 @@
 /* eval_model.c — test helper: run a whole model through the reference
  * interpreter (passes/eval.c), node by node in schedule order, on .npy
  * inputs, writing every graph output as OUTDIR/out<i>.npy.
- *   eval_model MODEL OUTDIR [--batch N] [name=]input.npy ...
- * Inputs given without a name are bound to the graph inputs in order. */
+ *   eval_model MODEL OUTDIR [--batch N] [--fuse] [name=]input.npy ...
+ * Inputs given without a name are bound to the graph inputs in order;
+ * --fuse runs the fuse pass after the default pipeline. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,16 +24,21 @@ static int fail(ct_status st)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: eval_model MODEL OUTDIR [--batch N] [name=]input.npy ...\n");
+        fprintf(stderr, "usage: eval_model MODEL OUTDIR [--batch N] [--fuse] [name=]input.npy ...\n");
         return 2;
     }
     const char *model = argv[1], *outdir = argv[2];
     int64_t batch = 0;
+    bool fuse = false;
     const char *in_names[64], *in_paths[64];
     int n_given = 0;
     for (int i = 3; i < argc; i++) {
         if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
             batch = strtoll(argv[++i], NULL, 10);
+            continue;
+        }
+        if (!strcmp(argv[i], "--fuse")) {
+            fuse = true;
             continue;
         }
         if (n_given == 64) return fail(ct_errorf("too many inputs"));
@@ -50,6 +56,8 @@ int main(int argc, char **argv)
     while (ct_default_pipeline[n_pipe]) n_pipe++;
     ct_pass_options opt = {0};
     if ((st = ct_pass_run(g, ct_default_pipeline, n_pipe, &opt))) goto out;
+    const char *fuse_pass[] = {"fuse"};
+    if (fuse && (st = ct_pass_run(g, fuse_pass, 1, &opt))) goto out;
 
     void **buf = calloc((size_t)g->n_values, sizeof *buf);
     bool *owned = calloc((size_t)g->n_values, sizeof *owned);

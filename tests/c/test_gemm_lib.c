@@ -54,25 +54,25 @@ static void check(const char *what, const float *got, const double *ref, int64_t
     ok ? n_pass++ : n_fail++;
 }
 
-static void test_gemm(int64_t M, int64_t N, int64_t K, int trans_a, int accumulate, int with_bias)
+static void test_gemm(int64_t M, int64_t N, int64_t K, int trans_a, int accumulate, int with_bias, int relu)
 {
     float *a = rand_buf(M * K, 1 + M), *b = rand_buf(K * N, 2 + N), *c = rand_buf(M * N, 3 + K);
     float *bias = with_bias ? rand_buf(M, 4) : NULL;
     double *ref = malloc(sizeof(double) * (size_t)(M * N));
     for (int64_t m = 0; m < M; m++)
         for (int64_t j = 0; j < N; j++) {
-            double s = accumulate ? c[m * N + j] : (bias ? bias[m] : 0.0);
+            double s = (accumulate ? c[m * N + j] : 0.0) + (bias ? bias[m] : 0.0);
             for (int64_t k = 0; k < K; k++) s += (double)(trans_a ? a[k * M + m] : a[m * K + k]) * b[k * N + j];
-            ref[m * N + j] = s;
+            ref[m * N + j] = relu && s < 0 ? 0.0 : s;
         }
     float *ap = alloc64(ct_gemm_a_floats(M, K));
     ct_gemm_pack_a(a, trans_a ? M : K, trans_a, M, K, ap);
     ct_bpack bp = {.pack = ct_bpack_plain, .src = b, .ld = N, .N = N};
     ct_cmap cm = {.c = c, .ldc = N, .img = 0, .ohw = N};
-    ct_gemm_run(M, N, K, ap, &bp, &cm, accumulate, bias);
+    ct_gemm_run(M, N, K, ap, &bp, &cm, accumulate, bias, relu);
     char what[128];
-    snprintf(what, sizeof what, "gemm M%lld N%lld K%lld%s%s%s", (long long)M, (long long)N, (long long)K,
-             trans_a ? " A^T" : "", accumulate ? " +C" : "", bias ? " +bias" : "");
+    snprintf(what, sizeof what, "gemm M%lld N%lld K%lld%s%s%s%s", (long long)M, (long long)N, (long long)K,
+             trans_a ? " A^T" : "", accumulate ? " +C" : "", bias ? " +bias" : "", relu ? " relu" : "");
     check(what, c, ref, M * N, 2e-6);
     free(a), free(b), free(c), free(bias), free(ref), free(ap);
 }
@@ -110,13 +110,21 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int
     float *y = malloc(sizeof(float) * (size_t)ny);
     double *ref = malloc(sizeof(double) * (size_t)ny);
     ref_conv(&g, x, w, bias, ref);
+    /* the epilogue of a residual block: relu(conv + bias + res) */
+    float *res = rand_buf(ny, 17);
+    double *ref_relu = malloc(sizeof(double) * (size_t)ny);
+    for (int64_t i = 0; i < ny; i++) ref_relu[i] = ref[i] + res[i] > 0 ? ref[i] + res[i] : 0.0;
     float *ap = alloc64(ct_conv_packed_floats(&g));
-    ct_conv_forward(&g, x, w, bias, y, ap);
-    char what[160];
+    ct_conv_forward(&g, x, w, bias, 0, 0, y, ap);
+    char what[160], wr[200];
     snprintf(what, sizeof what, "conv N%lld C%lld %lldx%lld M%lld k%lld s%lld p%lld d%lld g%lld%s", (long long)N,
              (long long)C, (long long)H, (long long)W, (long long)M, (long long)k, (long long)s, (long long)p,
              (long long)d, (long long)G, bias ? " +bias" : "");
     check(what, y, ref, ny, 2e-6);
+    /* with the residual and the ReLU in the last K block's stores */
+    ct_conv_forward(&g, x, w, bias, res, 1, y, ap);
+    snprintf(wr, sizeof wr, "%s +res relu", what);
+    check(wr, y, ref_relu, ny, 2e-6);
     /* the input gradient of a stride-1 convolution as a convolution of dY */
     if (ct_conv_grad_input_is_conv(&g, p, p)) {
         const int64_t nx = N * C * H * W;
@@ -160,10 +168,13 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int
     }
     for (int wm = 2; wm <= 4 && ct_conv_winograd_ok(&g); wm += 2) {
         float *u = alloc64(ct_wino_u_floats(wm, M, C));
-        ct_conv_winograd(wm, &g, x, w, bias, y, u);
+        ct_conv_winograd(wm, &g, x, w, bias, 0, 0, y, u);
         char w4[200];
         snprintf(w4, sizeof w4, "winograd F(%d) %s", wm, what);
         check(w4, y, ref, ny, wm == 2 ? WINO2_TOL : WINO4_TOL);
+        ct_conv_winograd(wm, &g, x, w, bias, res, 1, y, u);
+        snprintf(w4, sizeof w4, "winograd F(%d) %s +res relu", wm, what);
+        check(w4, y, ref_relu, ny, wm == 2 ? WINO2_TOL : WINO4_TOL);
         free(u);
     }
     /* the weight gradient: dW = sum over the batch of dY im2col(X)^T */
@@ -198,7 +209,7 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int
         }
         free(dy), free(dw), free(rdw), free(ab);
     }
-    free(x), free(w), free(bias), free(y), free(ref), free(ap);
+    free(x), free(w), free(bias), free(y), free(ref), free(res), free(ref_relu), free(ap);
 }
 
 int main(void)
@@ -208,12 +219,14 @@ int main(void)
         omp_set_num_threads(threads);
 #endif
         printf("-- %d thread(s)\n", threads);
-        test_gemm(1, 1, 1, 0, 0, 0);
-        test_gemm(8, 32, 192, 0, 0, 0);
-        test_gemm(13, 45, 7, 0, 0, 1);
-        test_gemm(64, 1000, 577, 0, 1, 0);
-        test_gemm(33, 2049, 400, 1, 0, 1);
-        test_gemm(130, 70, 1000, 1, 1, 0);
+        test_gemm(1, 1, 1, 0, 0, 0, 0);
+        test_gemm(8, 32, 192, 0, 0, 0, 0);
+        test_gemm(13, 45, 7, 0, 0, 1, 0);
+        test_gemm(64, 1000, 577, 0, 1, 0, 0);
+        test_gemm(33, 2049, 400, 1, 0, 1, 0);
+        test_gemm(130, 70, 1000, 1, 1, 0, 0);
+        test_gemm(40, 77, 300, 0, 1, 1, 1); /* C + AB + bias, then ReLU (a residual convolution's epilogue) */
+        test_gemm(17, 50, 200, 0, 0, 1, 1);
         test_conv(2, 3, 32, 32, 64, 3, 1, 1, 1, 1, 0);   /* a CIFAR stem */
         test_conv(3, 16, 16, 16, 24, 3, 1, 1, 1, 1, 1);  /* 256 pixels: runs of 16 */
         test_conv(5, 32, 8, 8, 40, 3, 1, 1, 1, 1, 0);    /* 64 pixels, rows of 8: gathered */

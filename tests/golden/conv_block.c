@@ -12,6 +12,8 @@
 enum { CT_ROW_MAJOR = 101, CT_NO_TRANS = 111, CT_TRANS = 112 };
 void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);
+void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float *a, int lda, const float *x,
+                 int incx, float beta, float *y, int incy);
 void openblas_set_num_threads(int n);
 
 #include <stdlib.h>
@@ -59,7 +61,7 @@ static void k0_conv(
         ct_conv_pack_weights(&g, x1, packed);
         packed_gen = ct_state_gen;
     }
-    ct_conv_forward_packed(&g, x0, packed, x2, y0);
+    ct_conv_forward_packed(&g, x0, packed, x2, 0, 0, y0);
 }
 
 /* FusedBatchNormRelu, node "BatchNormalization_1/fused_relu": x(2,7,25); one pass, the normalised x never stored */
@@ -96,19 +98,21 @@ static void k2_maxpool(
         for (int64_t oh = 0; oh < 3; oh++) {
             const float *p = x0 + t * 25;
             float *q = y0 + (t * 3 + oh) * 3;
-            for (int64_t ow = 0; ow < 3; ow++) {
-                float acc = -INFINITY;
-                for (int64_t kh = 0; kh < 2; kh++) {
-                    const int64_t ih = oh * 2 - 0 + kh * 1;
-                    if (ih < 0 || ih >= 5) continue;
-                    for (int64_t kw = 0; kw < 2; kw++) {
-                        const int64_t iw = ow * 2 - 0 + kw * 1;
-                        if (iw < 0 || iw >= 5) continue;
-                        const float v = p[ih * 5 + iw];
-                        acc = v > acc ? v : acc;
+            for (int64_t ow = 0; ow < 3; ow++) q[ow] = -INFINITY;
+            for (int64_t kh = 0; kh < 2; kh++) {
+                const int64_t ih = oh * 2 - 0 + kh * 1;
+                if (ih < 0 || ih >= 5) continue;
+                const float *pr = p + ih * 5;
+                for (int64_t kw = 0; kw < 2; kw++) {
+                    const int64_t a = 0 - kw * 1, b = 4 - kw * 1;
+                    const int64_t lo = a <= 0 ? 0 : (a + 1) / 2;
+                    int64_t hi = b < 0 ? 0 : b / 2 + 1;
+                    if (hi > 3) hi = 3;
+                    for (int64_t ow = lo; ow < hi; ow++) {
+                        const float v = pr[ow * 2 - a];
+                        q[ow] = v > q[ow] ? v : q[ow];
                     }
                 }
-                q[ow] = acc;
             }
         }
     }

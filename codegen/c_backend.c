@@ -1147,10 +1147,15 @@ static void emit_gemm(cg *c, const ct_node *n)
         else snprintf(expr, sizeof expr, "%s * a0", flit(be, sizeof be, beta));
         emit_ew_loops(c, &v, ct, expr);
     }
-    ct_emit_line(e, "cblas_sgemm(CT_ROW_MAJOR, %s, %s, %lld, %lld, %lld, %s, x0, %lld, x1, %lld, %s, y0, %lld);",
-                 ta ? "CT_TRANS" : "CT_NO_TRANS", tb ? "CT_TRANS" : "CT_NO_TRANS", (long long)M, (long long)N,
-                 (long long)K, flit(al, sizeof al, alpha), (long long)(ta ? M : K), (long long)(tb ? K : N),
-                 bias ? "1.0f" : "0.0f", (long long)N);
+    if (M == 1) /* one row (a batch of 1): a matrix-vector product, which OpenBLAS's sgemm does not thread */
+        ct_emit_line(e, "cblas_sgemv(CT_ROW_MAJOR, %s, %lld, %lld, %s, x1, %lld, x0, 1, %s, y0, 1);",
+                     tb ? "CT_NO_TRANS" : "CT_TRANS", (long long)(tb ? N : K), (long long)(tb ? K : N),
+                     flit(al, sizeof al, alpha), (long long)(tb ? K : N), bias ? "1.0f" : "0.0f");
+    else
+        ct_emit_line(e, "cblas_sgemm(CT_ROW_MAJOR, %s, %s, %lld, %lld, %lld, %s, x0, %lld, x1, %lld, %s, y0, %lld);",
+                     ta ? "CT_TRANS" : "CT_NO_TRANS", tb ? "CT_TRANS" : "CT_NO_TRANS", (long long)M, (long long)N,
+                     (long long)K, flit(al, sizeof al, alpha), (long long)(ta ? M : K), (long long)(tb ? K : N),
+                     bias ? "1.0f" : "0.0f", (long long)N);
     kernel_close(c);
 }
 
@@ -2077,6 +2082,8 @@ static const char prologue[] =
     "enum { CT_ROW_MAJOR = 101, CT_NO_TRANS = 111, CT_TRANS = 112 };\n"
     "void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,\n"
     "                 const float *b, int ldb, float beta, float *c, int ldc);\n"
+    "void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float *a, int lda, const float *x,\n"
+    "                 int incx, float beta, float *y, int incy);\n"
     "void openblas_set_num_threads(int n);\n"
     "\n"
     "#include <stdlib.h>\n"

@@ -12,6 +12,8 @@
 enum { CT_ROW_MAJOR = 101, CT_NO_TRANS = 111, CT_TRANS = 112 };
 void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);
+void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float *a, int lda, const float *x,
+                 int incx, float beta, float *y, int incy);
 void openblas_set_num_threads(int n);
 
 #include <stdlib.h>

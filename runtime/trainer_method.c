@@ -85,6 +85,8 @@ static void usage(FILE *f, const trainer_meta *m)
             "                     (float32 [S, C, H, W], preprocessed) as OUT.npy [S, d]\n"
             "  --save-params DIR  after training, every parameter and state tensor as\n"
             "                     DIR/<name>.npy\n"
+            "  --save-every N     with --save-params, also after every N-th step, as\n"
+            "                     DIR/step<S>/<name>.npy (a trajectory, step by step)\n"
             "  --max-bad F        stop when more than this fraction of images is unreadable\n"
             "                     (default 0.01)\n"
             "  --threads T        threads of the compiled step and BLAS\n"
@@ -115,7 +117,7 @@ static void usage(FILE *f, const trainer_meta *m)
 typedef struct {
     const char *data, *data_labels, *val, *val_labels, *augment, *views, *view_labels, *perm;
     const char *out, *resume, *export_path, *save, *sched, *progress, *embed;
-    long long limit, val_limit, epochs, steps, batch, warmup, ckpt_every, knn_every, knn_k;
+    long long limit, val_limit, epochs, steps, batch, warmup, ckpt_every, knn_every, knn_k, save_every;
     int workers, threads;
     uint64_t seed;
     double lr, knn_t, max_bad, dist_timeout;
@@ -612,6 +614,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         else if (has && (!strcmp(a, "--limit") || !strcmp(a, "--val-limit") || !strcmp(a, "--epochs") ||
                          !strcmp(a, "--steps") || !strcmp(a, "--batch") || !strcmp(a, "--warmup") ||
                          !strcmp(a, "--ckpt-every") || !strcmp(a, "--knn-every") || !strcmp(a, "--knn-k") ||
+                         !strcmp(a, "--save-every") ||
                          !strcmp(a, "--workers") || !strcmp(a, "--threads") || !strcmp(a, "--seed") ||
                          !strcmp(a, "--profile"))) {
             if (!num_arg(argv[++i], &v) || v != floor(v) || v < 0 || v > 1e15) {
@@ -626,6 +629,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
             else if (!strcmp(a, "--batch")) o.batch = x;
             else if (!strcmp(a, "--warmup")) o.warmup = x;
             else if (!strcmp(a, "--ckpt-every")) o.ckpt_every = x;
+            else if (!strcmp(a, "--save-every")) o.save_every = x;
             else if (!strcmp(a, "--knn-every")) o.knn_every = x;
             else if (!strcmp(a, "--knn-k")) o.knn_k = x;
             else if (!strcmp(a, "--workers")) o.workers = (int)x;
@@ -652,6 +656,7 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
     if (!o.data == !o.views) err = "give exactly one of --data and --views";
     else if (o.views && o.steps < 0) err = "--views needs --steps";
     else if (o.val && !o.data) err = "--val needs --data";
+    else if (o.save_every && !o.save) err = "--save-every needs --save-params";
     else if (!isnan(o.lr) && !(o.lr > 0 && o.lr < 1e3)) err = "--lr must be in (0, 1000)";
     else if (!(o.knn_t > 0)) err = "--knn-t must be > 0";
     else if (o.workers < 1) err = "--workers must be at least 1";
@@ -977,6 +982,12 @@ int trainer_method_main(int argc, char **argv, const char *dir, const trainer_me
         if (((o.data && epoch_end) || (o.ckpt_every && step % o.ckpt_every == 0)) &&
             (st = checkpoint_write(&sp, o.out, step, o.seed, total)))
             goto out;
+        if (o.save && o.save_every && step % o.save_every == 0) {
+            char sdir[4200];
+            snprintf(sdir, sizeof sdir, "%s/step%lld", o.save, (long long)step);
+            if ((st = dist_average_state(&sp))) goto out;
+            if (sp.rank == 0 && (st = save_all(sp.p, sdir))) goto out;
+        }
         if (epoch_end) ct_dist_barrier(sp.dist); /* the other ranks wait for rank 0's kNN and checkpoint */
     }
     if (g_stop) {

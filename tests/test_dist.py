@@ -24,6 +24,7 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -130,18 +131,25 @@ def views_cuda(tmp_path_factory):
 
 
 def _steps(trainer, views, tmp, tag, ranks, extra=()):
-    """Loss per step and the saved tensors after 1..STEPS steps."""
-    out = {}
-    losses = None
-    for s in range(1, STEPS + 1):
-        save = tmp / f"{tag}_{s}"
-        args = [trainer, "--views", views, "--steps", s, "--save-params", save, "--threads", 1, "--out",
-                tmp / f"{tag}_run{s}", *extra]
-        p = _mpirun(ranks, *args) if ranks > 1 else _run(*args)
-        losses = _losses(p.stdout)
-        out[s] = _load(save)
+    """Loss per step and the saved tensors after 1..STEPS steps (one run, --save-every 1)."""
+    save = tmp / f"{tag}_params"
+    args = [trainer, "--views", views, "--steps", STEPS, "--save-params", save, "--save-every", 1, "--threads", 1,
+            "--out", tmp / f"{tag}_run", *extra]
+    p = _mpirun(ranks, *args) if ranks > 1 else _run(*args)
+    losses = _losses(p.stdout)
     assert len(losses) == STEPS
+    out = {s: _load(save / f"step{s}") for s in range(1, STEPS + 1)}
+    assert _same(out[STEPS], _load_top(save))
     return losses, out
+
+
+def _load_top(d):
+    """The tensors of the final --save-params folder, without its step<S> folders."""
+    return {k: v for k, v in _load(d).items() if not re.match(r"step\d+/", k)}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_moco_syncbn_two_ranks_match_one_process_with_the_doubled_batch(contra_bin, tmp_path, views):
@@ -234,15 +242,21 @@ def test_moco_shuffle_bn_across_ranks_matches_the_split_bn_reference(contra_bin,
     g1 = {k: v for k, v in t1[1].items() if k.startswith("optim/momentum_buffer/")}
     g2 = {k: v for k, v in t2[1].items() if k.startswith("optim/momentum_buffer/")}
     _compare(g1, g2, "step 1 gradients", tol=1e-5)
-    # later steps are held to the reference's own conditioning: the reference run again on views with
-    # float32-sized noise (1 + 1e-7 uniform), and the 2 ranks no further from the reference than 4x that
-    # run's largest distance at the same step, nor than TOL where it stays closer
-    _, tp = _steps(ref, _perturbed(",".join(vfiles), tmp_path, 21), tmp_path, "refp", 1,
-                   ("--perm", tmp_path / "perm1.npy"))
+    _compare_conditioned(ref, ",".join(vfiles), tmp_path, t1, t2, ("--perm", tmp_path / "perm1.npy"), queue_order)
+
+
+def _compare_conditioned(ref, views, tmp, t1, t2, extra=(), perm_queue=None):
+    """Hold the ranks' tensors t2 to the reference's t1 step by step, as far as the reference's own
+    conditioning allows: the reference runs again on views with float32-sized noise (1 + 1e-7 uniform),
+    and each step of t2 must be no further from t1 than 4x that run's largest distance at the same step,
+    nor than TOL where it stays closer. (With BatchNorm over a few images, a pre-activation within float32
+    rounding of a ReLU kink sends a later step either way: a kernel that rounds differently, as a
+    reduction split over ranks does, moves the trajectory as far as input noise does.)"""
+    _, tp = _steps(ref, _perturbed(views, tmp, 21), tmp, "refp", 1, extra)
     for s in range(1, STEPS + 1):
         noise = max(_dist(t1[s][k], tp[s][k]) for k in t1[s] if t1[s][k].dtype.kind == "f")
         _compare(t1[s], t2[s], f"after step {s} (float32 input noise moves the reference {noise:.3g})",
-                 tol=max(TOL, 4 * noise), perm_queue=queue_order(s))
+                 tol=max(TOL, 4 * noise), perm_queue=perm_queue(s) if perm_queue else None)
 
 
 def test_simclr_global_negatives_match_one_process_with_the_doubled_batch(contra_bin, tmp_path, views):
@@ -257,8 +271,8 @@ def test_simclr_global_negatives_match_one_process_with_the_doubled_batch(contra
     l2, t2 = _steps(two, views, tmp_path, "two", 2)
     for s, (a, b) in enumerate(zip(l1, l2)):
         assert abs(a - b) <= TOL * max(1.0, abs(a)), f"step {s + 1}: loss {a} vs {b}"
-    for s in range(1, STEPS + 1):
-        _compare(t1[s], t2[s], f"after step {s}")
+    _compare(t1[1], t2[1], "after step 1")
+    _compare_conditioned(one, views, tmp_path, t1, t2)
 
 
 def test_supcon_labels_and_embeddings_from_every_rank(contra_bin, tmp_path, views):

@@ -3,7 +3,10 @@
  * pseudo-random data (or .npy files), runs warm-up iterations, then times
  * forward() and prints one JSON line. Built and driven by bench/infer.py.
  *   infer_runner DIR [--threads T] [--iters N] [--warmup W] [--min-seconds S]
- *                    [--input X.npy] [--output OUT.npy] */
+ *                    [--input X.npy] [--output OUT.npy] [--profile TOP]
+ *
+ * --profile TOP times every node of the timed runs and prints the TOP nodes
+ * that took the longest, per run, to stderr. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +39,10 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: infer_runner DIR [--threads T] [--iters N] [--warmup W] [--min-seconds S] "
-                        "[--input X.npy] [--output OUT.npy]\n");
+                        "[--input X.npy] [--output OUT.npy] [--profile TOP]\n");
         return 2;
     }
-    int threads = 0, iters = 10, warmup = 2;
+    int threads = 0, iters = 10, warmup = 2, profile_top = 0;
     double min_seconds = 0;
     const char *in_path = NULL, *out_path = NULL;
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -49,6 +52,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--min-seconds")) min_seconds = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--input")) in_path = argv[i + 1];
         else if (!strcmp(argv[i], "--output")) out_path = argv[i + 1];
+        else if (!strcmp(argv[i], "--profile")) profile_top = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "infer_runner: unknown option %s\n", argv[i]);
             return 2;
@@ -91,6 +95,10 @@ int main(int argc, char **argv)
 
     for (int i = 0; i < warmup; i++)
         if ((st = ct_rt_program_run(p))) goto out;
+    if (profile_top > 0 && !ct_rt_program_profile_start(p)) {
+        st = ct_errorf("%s: this program cannot be profiled (rebuild it with this contra)", argv[1]);
+        goto out;
+    }
     int cap = iters < 100000 ? 100000 : iters;
     double *times = malloc(sizeof *times * (size_t)cap);
     int n = 0;
@@ -111,6 +119,7 @@ int main(int argc, char **argv)
            (long long)d->batch, n, threads, times[n / 2], total / n, times[0], (long long)d->arena_bytes,
            (long long)d->persist_bytes);
     free(times);
+    if (profile_top > 0) ct_rt_program_profile_report(p, stderr, n, profile_top);
 
     if (out_path && d->n_outputs > 0) {
         int oi = d->outputs[0];

@@ -299,6 +299,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
 {
 #if defined(__AVX512F__)
     __m512 acc[CT_MR][2];
+#pragma GCC unroll 8
     for (int i = 0; i < CT_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
@@ -1161,8 +1162,8 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
     }
     /* the GEMMs: M_xi (M, nb) = U_xi V_xi, CT_KC rows of V's panel at a time */
     for (int xi = 0; xi < na; xi++)
-        for (int64_t q = 0; q < nb / CT_NR; q++)
-            for (int64_t c0 = 0; c0 < C; c0 += CT_KC) {
+        for (int64_t c0 = 0; c0 < C; c0 += CT_KC)
+            for (int64_t q = 0; q < nb / CT_NR; q++) {
                 const int64_t kc = C - c0 < CT_KC ? C - c0 : CT_KC;
                 const float *bq = V + xi * vs + q * C * CT_NR + c0 * CT_NR;
                 for (int64_t m0 = m_lo; m0 < m_hi; m0 += CT_MR) {

@@ -97,11 +97,11 @@ int main(int argc, char **argv)
     for (int r = 0; r <= reps; r++) {
         double t = now_s();
         if (wm) {
-            if (!strcmp(what, "fwd")) ct_conv_winograd(wm, &g, x, w, NULL, y, ap);
+            if (!strcmp(what, "fwd")) ct_conv_winograd(wm, &g, x, w, NULL, NULL, 0, y, ap);
             else if (!strcmp(what, "dx"))
                 (wm == 2 ? ct_conv_grad_input_winograd2 : ct_conv_grad_input_winograd4)(&g, y, w, x, ap);
             else (wm == 2 ? ct_conv_grad_weight_winograd2 : ct_conv_grad_weight_winograd4)(&g, y, x, w, ap);
-        } else if (!strcmp(what, "fwd")) ct_conv_forward(&g, x, w, NULL, y, ap);
+        } else if (!strcmp(what, "fwd")) ct_conv_forward(&g, x, w, NULL, NULL, 0, y, ap);
         else if (!strcmp(what, "dx")) ct_conv_grad_input_direct(&g, y, w, x, ap);
         else ct_conv_grad_weight_gemm(&g, y, x, w, ap);
         t = now_s() - t;

@@ -629,9 +629,10 @@ static void ct_pack_im2col_t(const ct_bpack *b, int64_t p0, int64_t kc, int64_t 
         const int64_t oh = pix / b->OW, ow = pix % b->OW, r0 = oh * b->sh - b->ph, c0 = ow * b->sw - b->pw;
         float *d = dst + r * CT_NR;
 #if defined(__AVX512F__)
-        if (b->sw == 1 && b->dw == 1 && ow + 16 <= b->OW && r + 16 <= kc) {
+        if ((b->sw == 1 || b->sw == 2) && b->dw == 1 && ow + 16 <= b->OW && r + 16 <= kc) {
             /* 16 pixels of one output row: per column k one (masked) load of 16 neighbouring input
-             * pixels, then 16x16 transposes into 16 rows of the panel */
+             * pixels (stride 2: two loads, the even ones kept), then 16x16 transposes into 16 rows
+             * of the panel */
             for (int v = 0; v < 2; v++) {
                 __m512 blk[16];
                 for (int u = 0; u < 16; u++) {
@@ -642,7 +643,15 @@ static void ct_pack_im2col_t(const ct_bpack *b, int64_t p0, int64_t kc, int64_t 
                         blk[u] = _mm512_setzero_ps();
                         continue;
                     }
-                    const float *src = b->src + n * b->cstride + (off[t] - dr[t] * b->W - dc[t]) + ih * b->W + iw + lo;
+                    const float *row = b->src + n * b->cstride + (off[t] - dr[t] * b->W - dc[t]) + ih * b->W;
+                    if (b->sw == 2) {
+                        const __mmask16 m0 = ct_cols_mask(iw, b->W), m1 = ct_cols_mask(iw + 16, b->W);
+                        const __m512 a0 = _mm512_maskz_loadu_ps(m0, row + iw), a1 = _mm512_maskz_loadu_ps(m1, row + iw + 16);
+                        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                        blk[u] = _mm512_permutex2var_ps(a0, even, a1);
+                        continue;
+                    }
+                    const float *src = row + iw + lo;
                     const __mmask16 mk = (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
                     blk[u] = lo ? _mm512_maskz_expandloadu_ps(mk, src) : _mm512_maskz_loadu_ps(mk, src);
                 }
@@ -684,13 +693,31 @@ static void ct_pack_im2col_t(const ct_bpack *b, int64_t p0, int64_t kc, int64_t 
 static void ct_pack_dy_panel(const ct_conv_geo *g, const float *dyg, int64_t pc, int64_t kc, int64_t mp, float *ad)
 {
     const int64_t Mg = g->M / g->G, OHW = g->OH * g->OW;
-    for (int i = 0; i < CT_MR; i++) {
-        const int64_t m = mp * CT_MR + i;
-        int64_t n = pc / OHW, pix = pc % OHW;
-        for (int64_t r = 0; r < kc; r++) {
-            ad[r * CT_MR + i] = m < Mg ? dyg[(n * g->M + m) * OHW + pix] : 0.0f;
-            if (++pix == OHW) pix = 0, n++;
+    int64_t n = pc / OHW, pix = pc % OHW;
+    for (int64_t r = 0; r < kc;) {
+#if defined(__AVX512F__)
+        if (pix + 16 <= OHW && r + 16 <= kc) {
+            /* 16 pixels of one image: a row of 16 per channel, turned into 16 rows of CT_MR */
+            __m512 blk[16];
+            #pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) {
+                const int64_t m = mp * CT_MR + i;
+                blk[i] = i < CT_MR && m < Mg ? _mm512_loadu_ps(dyg + (n * g->M + m) * OHW + pix) : _mm512_setzero_ps();
+            }
+            ct_transpose16(blk);
+            #pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) _mm256_storeu_ps(ad + (r + u) * CT_MR, _mm512_castps512_ps256(blk[u]));
+            r += 16, pix += 16;
+            if (pix == OHW) pix = 0, n++;
+            continue;
         }
+#endif
+        for (int i = 0; i < CT_MR; i++) {
+            const int64_t m = mp * CT_MR + i;
+            ad[r * CT_MR + i] = m < Mg ? dyg[(n * g->M + m) * OHW + pix] : 0.0f;
+        }
+        r++;
+        if (++pix == OHW) pix = 0, n++;
     }
 }
 
@@ -727,7 +754,6 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                 t = omp_get_thread_num();
 #endif
                 float *bp = ct_gemm_bbuf[t], *ab = bp + CT_KCW * CT_NR, *acc = ab + mpanels * CT_MR * CT_KCW;
-                float tile[CT_MR * CT_NR] __attribute__((aligned(64)));
                 memset(acc, 0, sizeof(float) * (size_t)(Mg * K));
                 const int64_t nb = (P + CT_KCW - 1) / CT_KCW, b0 = nb * t / nt, b1 = nb * (t + 1) / nt;
                 for (int64_t bi = b0; bi < b1; bi++) {
@@ -736,12 +762,15 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                     for (int64_t q = 0; q < npanels; q++) {
                         const int64_t j = q * CT_NR;
                         ct_pack_im2col_t(&b, pc, kc, j, bp);
+                        /* the panel's live columns of acc, added to by masked stores */
+                        const int64_t live = K - j;
+                        const ct_tile_dst d = {.p0 = {acc + j, acc + j + 16},
+                                               .n0 = {live < 16 ? (int)live : 16,
+                                                      live < 16 ? 0 : live < 32 ? (int)live - 16 : 16}};
                         for (int64_t mp = 0; mp < mpanels; mp++) {
                             const int64_t m0 = mp * CT_MR;
                             const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;
-                            ct_gemm_uk(kc, ab + mp * kc * CT_MR, bp, tile, tile + 16, CT_NR, mr, 0, 0);
-                            for (int i = 0; i < mr; i++)
-                                for (int64_t u = 0; u < CT_NR && j + u < K; u++) acc[(m0 + i) * K + j + u] += tile[i * CT_NR + u];
+                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0);
                         }
                     }
                 }

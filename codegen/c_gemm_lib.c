@@ -132,6 +132,51 @@ typedef struct {
     int ls, cnt;
 } ct_im2col_seg;
 
+#if defined(__AVX512F__)
+/* The 16 input columns iw, iw + 2, ... of a row (those outside 0..W-1 are 0): two masked loads,
+ * the even lanes kept. */
+static inline __m512 ct_load_stride2(const float *row, int64_t iw, int64_t W)
+{
+    const __mmask16 m0 = ct_cols_mask(iw, W), m1 = ct_cols_mask(iw + 16, W);
+    const __m512 lo = _mm512_maskz_loadu_ps(m0, row + iw), hi = _mm512_maskz_loadu_ps(m1, row + iw + 16);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(lo, even, hi);
+}
+
+/* One row k (input channel plane xc, tap offsets dr, dc) of a run that crosses output rows, from
+ * its pieces: lanes ls + t, t in [tlo, thi), read input columns iw + sw t inside the row. */
+static inline __m512 ct_im2col_pieces(const ct_bpack *b, const ct_im2col_seg *seg, int n, const float *xc, int64_t dr,
+                                      int64_t dc)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (const ct_im2col_seg *sg = seg; sg < seg + n; sg++) {
+        const int64_t ih = sg->r0 + dr, iw = sg->c0 + dc;
+        if (ih < 0 || ih >= b->H) continue;
+        const int64_t tlo = iw < 0 ? (-iw + b->sw - 1) / b->sw : 0;
+        int64_t thi = (b->W - iw + b->sw - 1) / b->sw;
+        if (thi > sg->cnt) thi = sg->cnt;
+        if (thi <= tlo) continue;
+        const float *src = xc + sg->base + ih * b->W + iw + b->sw * tlo;
+        const int ls = sg->ls + (int)tlo, cnt = (int)(thi - tlo);
+        const __mmask16 mk = (__mmask16)(((1u << cnt) - 1u) << ls);
+        if (b->sw == 1) {
+            acc = _mm512_mask_expandloadu_ps(acc, mk, src);
+            continue;
+        }
+        /* stride 2: the 2 cnt - 1 input columns by two masked loads, every other one moved to lanes ls.. */
+        const int n2 = 2 * cnt - 1;
+        const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)((1u << (n2 < 16 ? n2 : 16)) - 1u), src);
+        const __m512 hi = n2 > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (n2 - 16)) - 1u), src + 16)
+                                  : _mm512_setzero_ps();
+        const __m512i idx = _mm512_slli_epi32(
+            _mm512_sub_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(ls)),
+            1);
+        acc = _mm512_mask_mov_ps(acc, mk, _mm512_permutex2var_ps(lo, idx, hi));
+    }
+    return acc;
+}
+#endif
+
 /* im2col inside the packing. A run of 16 columns that stays in one output row
  * of one image at stride 1 reads 16 neighbouring input pixels: one (masked)
  * vector load per row k; at stride 2, two loads and a permute. With AVX-512,
@@ -209,13 +254,7 @@ static void ct_bpack_im2col(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j
                 }
 #if defined(__AVX512F__)
                 if (b->sw == 2) {
-                    /* the 31 input columns iw.. by two masked loads (columns outside the row are 0),
-                     * the even ones kept */
-                    const float *row = xc + bs[0] + ih * b->W;
-                    const __mmask16 m0 = ct_cols_mask(iw, b->W), m1 = ct_cols_mask(iw + 16, b->W);
-                    const __m512 lo = _mm512_maskz_loadu_ps(m0, row + iw), hi = _mm512_maskz_loadu_ps(m1, row + iw + 16);
-                    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                    _mm512_storeu_ps(dv, _mm512_permutex2var_ps(lo, even, hi));
+                    _mm512_storeu_ps(dv, ct_load_stride2(xc + bs[0] + ih * b->W, iw, b->W));
                     continue;
                 }
 #endif
@@ -238,34 +277,7 @@ static void ct_bpack_im2col(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j
             }
 #if defined(__AVX512F__)
             if (vec) {
-                /* piece by piece: lanes ls + t, t in [tlo, thi), read input columns iw + sw t inside the row */
-                __m512 acc = _mm512_setzero_ps();
-                for (int si = s0[v]; si < s0[v + 1]; si++) {
-                    const ct_im2col_seg *sg = &seg[si];
-                    const int64_t ih = sg->r0 + dr, iw = sg->c0 + dc;
-                    if (ih < 0 || ih >= b->H) continue;
-                    const int64_t tlo = iw < 0 ? (-iw + b->sw - 1) / b->sw : 0;
-                    int64_t thi = (b->W - iw + b->sw - 1) / b->sw;
-                    if (thi > sg->cnt) thi = sg->cnt;
-                    if (thi <= tlo) continue;
-                    const float *src = xc + sg->base + ih * b->W + iw + b->sw * tlo;
-                    const int ls = sg->ls + (int)tlo, n = (int)(thi - tlo);
-                    const __mmask16 mk = (__mmask16)(((1u << n) - 1u) << ls);
-                    if (b->sw == 1) {
-                        acc = _mm512_mask_expandloadu_ps(acc, mk, src);
-                        continue;
-                    }
-                    /* stride 2: the 2n - 1 input columns by two masked loads, every other one moved to lanes ls.. */
-                    const int n2 = 2 * n - 1;
-                    const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)((1u << (n2 < 16 ? n2 : 16)) - 1u), src);
-                    const __m512 hi = n2 > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (n2 - 16)) - 1u), src + 16)
-                                              : _mm512_setzero_ps();
-                    const __m512i idx = _mm512_slli_epi32(
-                        _mm512_sub_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(ls)), 1);
-                    acc = _mm512_mask_mov_ps(acc, mk, _mm512_permutex2var_ps(lo, idx, hi));
-                }
-                _mm512_storeu_ps(dv, acc);
+                _mm512_storeu_ps(dv, ct_im2col_pieces(b, seg + s0[v], s0[v + 1] - s0[v], xc, dr, dc));
                 continue;
             }
 #endif
@@ -645,10 +657,7 @@ static void ct_pack_im2col_t(const ct_bpack *b, int64_t p0, int64_t kc, int64_t 
                     }
                     const float *row = b->src + n * b->cstride + (off[t] - dr[t] * b->W - dc[t]) + ih * b->W;
                     if (b->sw == 2) {
-                        const __mmask16 m0 = ct_cols_mask(iw, b->W), m1 = ct_cols_mask(iw + 16, b->W);
-                        const __m512 a0 = _mm512_maskz_loadu_ps(m0, row + iw), a1 = _mm512_maskz_loadu_ps(m1, row + iw + 16);
-                        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                        blk[u] = _mm512_permutex2var_ps(a0, even, a1);
+                        blk[u] = ct_load_stride2(row, iw, b->W);
                         continue;
                     }
                     const float *src = row + iw + lo;

@@ -37,6 +37,8 @@ typedef struct {
     bool uses_train_lib; /* a training op needs the shared kernels (c_train_lib.inc) */
     bool uses_gemm_lib;  /* a convolution runs on the GEMM engine (c_gemm_lib.c) */
     int wino_tiles;      /* bit m: some convolution runs on Winograd F(m x m, 3x3) (CT_WINO_TILES) */
+    double engine_flops; /* of the forward convolutions on the GEMM engine */
+    double blas_flops;   /* of the Gemm and MatMul nodes (OpenBLAS) */
     bool *flat;          /* per value id: placed by place_flat (a flat buffer of a fused node) */
     /* the kernel being emitted */
     const ct_node *node;
@@ -1130,6 +1132,7 @@ static void emit_gemm(cg *c, const ct_node *n)
     double alpha = ct_node_attr_float(n, "alpha", 1.0f), beta = ct_node_attr_float(n, "beta", 1.0f);
     int64_t M = y->shape.dims[0], N = y->shape.dims[1], K = ta ? a->shape.dims[0] : a->shape.dims[1];
     char al[48], be[48];
+    c->blas_flops += 2.0 * (double)M * (double)N * (double)K;
     ct_emitter *e = &c->k;
     kernel_open(c, n, false);
     bool bias = cc && beta != 0;
@@ -1180,6 +1183,7 @@ static void emit_matmul(cg *c, const ct_node *n)
         ob.dims[i] = da > db ? da : db;
     }
     int64_t nb = ct_shape_numel(&ob);
+    c->blas_flops += 2.0 * (double)nb * (double)M * (double)N * (double)K;
     int64_t sa[CT_MAX_RANK], sb[CT_MAX_RANK];
     broadcast_strides(&ab, &ob, sa);
     broadcast_strides(&bb, &ob, sb);
@@ -1309,6 +1313,7 @@ static void emit_conv(cg *c, const ct_node *n)
         /* on the GEMM engine (c_gemm_lib.c): Winograd F(m x m, 3x3), or an implicit GEMM per group over the
          * whole batch (im2col happens in the packing); the weights packed (Winograd: transformed) per call */
         if (wm) c->wino_tiles |= 1 << wm;
+        c->engine_flops += 2.0 * (double)w.N * (double)w.OC * (double)OHW * (double)K;
         int64_t packed = wm ? (wm + 2) * (wm + 2) * gemm_a_floats(w.OC, w.C) : G * gemm_a_floats(Mg, K);
         bool fixed = weights_fixed(c->g, wt);
         if (!fixed && packed * 4 > c->scratch_bytes) c->scratch_bytes = packed * 4;
@@ -2199,8 +2204,13 @@ ct_status ct_codegen_c(const ct_graph *g, ct_c_program *out)
     ct_emit_raw(&top, "\nstatic void forward(void *arena, void *persist)\n{\n");
     ct_emit_raw(&top, "    char *A = (char *)arena, *P = (char *)persist;\n    (void)A;\n    (void)P;\n");
     ct_emit_raw(&top, "%.*s", (int)c.f.len, c.f.buf ? c.f.buf : "");
+    /* An inference program whose BLAS calls are a small part of its work (a classifier after
+     * convolutions) runs them on one thread: OpenBLAS's own threads spin for a long while after each
+     * call, taking the cores from the convolutions' OpenMP threads (resnet18 at batch 1: the median
+     * run took 33 ms instead of 18). */
+    const bool blas_one = g->n_assigns == 0 && c.blas_flops < 0.05 * c.engine_flops;
     ct_emit_raw(&top, "}\n\nstatic void set_threads(int n)\n{\n#ifdef _OPENMP\n    omp_set_num_threads(n);\n#endif\n"
-                      "    openblas_set_num_threads(n);\n}\n");
+                      "    openblas_set_num_threads(%s);\n}\n", blas_one ? "1" : "n");
 
     /* the descriptor */
     int n_desc = 0;

@@ -230,7 +230,7 @@ static void set_threads(int n)
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #endif
-    openblas_set_num_threads(n);
+    openblas_set_num_threads(1);
 }
 
 static const ct_tensor_desc tensors[] = {

@@ -1046,6 +1046,18 @@ static bool window_geometry(cg *c, const ct_node *n, const int64_t *kernel_hw, w
     return true;
 }
 
+/* Opens the loop over the output columns ow that tap kw of a window reads inside its input row:
+ * input column ow * sw - a, a = pl - kw * dw (the loop body reads pr[ow * sw - a]). */
+static void emit_tap_columns(ct_emitter *e, const win2d *w)
+{
+    ct_emit_line(e, "const int64_t a = %lld - kw * %lld, b = %lld - kw * %lld;", (long long)w->pl, (long long)w->dw,
+                 (long long)(w->W - 1 + w->pl), (long long)w->dw);
+    ct_emit_line(e, "const int64_t lo = a <= 0 ? 0 : (a + %lld) / %lld;", (long long)(w->sw - 1), (long long)w->sw);
+    ct_emit_line(e, "int64_t hi = b < 0 ? 0 : b / %lld + 1;", (long long)w->sw);
+    ct_emit_line(e, "if (hi > %lld) hi = %lld;", (long long)w->OW, (long long)w->OW);
+    ct_emit_open(e, "for (int64_t ow = lo; ow < hi; ow++)");
+}
+
 static void emit_pool(cg *c, const ct_node *n)
 {
     const ct_value *x = n->in[0];
@@ -1073,12 +1085,7 @@ static void emit_pool(cg *c, const ct_node *n)
         ct_emit_line(e, "if (ih < 0 || ih >= %lld) continue;", (long long)w.H);
         ct_emit_line(e, "const float *pr = p + ih * %lld;", (long long)w.W);
         ct_emit_for(e, "kw", "%lld", (long long)w.kw);
-        ct_emit_line(e, "const int64_t a = %lld - kw * %lld, b = %lld - kw * %lld;", (long long)w.pl, (long long)w.dw,
-                     (long long)(w.W - 1 + w.pl), (long long)w.dw);
-        ct_emit_line(e, "const int64_t lo = a <= 0 ? 0 : (a + %lld) / %lld;", (long long)(w.sw - 1), (long long)w.sw);
-        ct_emit_line(e, "int64_t hi = b < 0 ? 0 : b / %lld + 1;", (long long)w.sw);
-        ct_emit_line(e, "if (hi > %lld) hi = %lld;", (long long)w.OW, (long long)w.OW);
-        ct_emit_open(e, "for (int64_t ow = lo; ow < hi; ow++)");
+        emit_tap_columns(e, &w);
         ct_emit_line(e, "const float v = pr[ow * %lld - a];", (long long)w.sw);
         ct_emit_line(e, "q[ow] = v > q[ow] ? v : q[ow];");
         ct_emit_close(e);
@@ -1361,12 +1368,7 @@ static void emit_conv(cg *c, const ct_node *n)
     ct_emit_line(e, "const float *pr = p + ih * %lld;", (long long)w.W);
     ct_emit_for(e, "kw", "%lld", (long long)w.kw);
     ct_emit_line(e, "const float wv = k[kh * %lld + kw];", (long long)w.kw);
-    ct_emit_line(e, "const int64_t a = %lld - kw * %lld, b = %lld - kw * %lld;", (long long)w.pl, (long long)w.dw,
-                 (long long)(w.W - 1 + w.pl), (long long)w.dw);
-    ct_emit_line(e, "const int64_t lo = a <= 0 ? 0 : (a + %lld) / %lld;", (long long)(w.sw - 1), (long long)w.sw);
-    ct_emit_line(e, "int64_t hi = b < 0 ? 0 : b / %lld + 1;", (long long)w.sw);
-    ct_emit_line(e, "if (hi > %lld) hi = %lld;", (long long)w.OW, (long long)w.OW);
-    ct_emit_open(e, "for (int64_t ow = lo; ow < hi; ow++)");
+    emit_tap_columns(e, &w);
     ct_emit_line(e, "qr[ow] += pr[ow * %lld - a] * wv;", (long long)w.sw);
     ct_emit_close(e);
     ct_emit_close(e);

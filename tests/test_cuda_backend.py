@@ -236,6 +236,21 @@ def test_resnet_inference_emu_matches_c(name, batch, size, tmp_path, contra_bin)
     _agree(got, ref, what=name)
 
 
+def test_fused_conv_inference_emu_matches_c(tmp_path, contra_bin):
+    """torchvision's ResNet-18 exported in eval mode (BatchNorm folded into the convolutions): its Conv + ReLU
+    and Conv + residual Add + ReLU are FusedConv nodes, which the CUDA backend runs as the convolution and
+    then ct_add_relu_k."""
+    import models
+    mp = models.export("resnet18", "eval", 13, batch=2, size=32)
+    x = np.random.default_rng(4).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    got, ref = _emu_and_c(contra_bin, mp, tmp_path, [tmp_path / "x.npy"])
+    src = (tmp_path / "emu" / "model.cu").read_text()
+    assert src.count("CT_LAUNCH(ct_add_relu_k") == 17  # the stem and both convolutions of the 8 blocks
+    assert ref[0].shape == (2, 1000) and np.abs(ref[0]).max() > 0
+    _agree(got, ref, what="resnet18 eval")
+
+
 def _moco(contra_bin, tmp_path, model, size, batch, target, lr):
     out = tmp_path / target
     p = subprocess.run([str(contra_bin), "compile", "--model", model, "--size", str(size), "--method", "moco-v2",

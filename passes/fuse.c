@@ -432,7 +432,9 @@ fail:
 static ct_node *bn_producer(const ct_graph *g, const ct_value *v)
 {
     ct_node *p = v ? v->producer : NULL;
-    if (!p || p->out[0] != v || v->dtype != CT_F32 || v->shape.rank < 2 || ct_graph_use_count(g, v) != 1) return NULL;
+    if (!p || (p->op != CT_OP_BATCH_NORM && p->op != CT_OP_BATCH_NORM_TRAIN) || p->n_in < 5 || p->out[0] != v ||
+        v->dtype != CT_F32 || v->shape.rank < 2 || ct_graph_use_count(g, v) != 1)
+        return NULL;
     for (int i = 0; i < 5; i++)
         if (!p->in[i] || p->in[i]->dtype != CT_F32) return NULL;
     if (p->op == CT_OP_BATCH_NORM_TRAIN) return ct_node_attr_int(p, "world", 1) > 1 ? NULL : p; /* SyncBN: its own kernel */

@@ -343,3 +343,36 @@ def test_inference_conv_relu_fused(run_contra, build_dir, tmp_path):
         got[fuse] = np.load(tmp_path / f"y{int(fuse)}_0.npy")
     assert np.array_equal(got[True], got[False])
     assert np.max(np.abs(got[True] - outs[""])) <= 1e-4 * np.max(np.abs(outs[""]))
+
+
+def test_depthwise_fused_conv_matches_onnxruntime(run_contra, tmp_path):
+    """A depthwise convolution (the C backend's direct loop, not the GEMM engine) with a bias, then a residual
+    Add and a Relu, as one FusedConv; and a grouped one (the engine) with only the Relu: both against
+    onnxruntime on the unfused graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import models
+    r = np.random.default_rng(9)
+    C, G = 8, 2
+    inits = [numpy_helper.from_array(r.standard_normal((C, 1, 3, 3)).astype(np.float32), "wd"),
+             numpy_helper.from_array(r.standard_normal((C,)).astype(np.float32), "bd"),
+             numpy_helper.from_array(r.standard_normal((C, C // G, 3, 3)).astype(np.float32), "wg")]
+    nodes = [helper.make_node("Conv", ["x", "wd", "bd"], ["d"], group=C, pads=[1, 1, 1, 1], name="dw"),
+             helper.make_node("Add", ["d", "x"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["h"], name="relu1"),
+             helper.make_node("Conv", ["h", "wg"], ["g"], group=G, pads=[1, 1, 1, 1], strides=[2, 2], name="grouped"),
+             helper.make_node("Relu", ["g"], ["y"], name="relu2")]
+    graph = helper.make_graph(nodes, "dwres", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, C, 9, 11])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    mp = tmp_path / "dw.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), mp)
+    nodes = _nodes(json.loads(run_contra("dump", str(mp), "--after", "fuse", "--format", "json").stdout))
+    assert [n["op"] for n in nodes] == ["FusedConv", "FusedConv"] and len(nodes[0]["inputs"]) == 4
+    x = r.standard_normal((2, C, 9, 11)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run_contra("run", str(mp), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy"),
+               env=dict(os.environ, CONTRA_CACHE=str(tmp_path / "cache")))
+    got, ref = np.load(tmp_path / "y.npy"), models.ort_run(mp, {"x": x})[0]
+    assert got.shape == ref.shape and (ref == 0).any() and (ref > 0).any()
+    assert np.max(np.abs(got - ref)) <= 1e-5 * np.max(np.abs(ref))

@@ -771,11 +771,10 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                     for (int64_t q = 0; q < npanels; q++) {
                         const int64_t j = q * CT_NR;
                         ct_pack_im2col_t(&b, pc, kc, j, bp);
-                        /* the panel's live columns of acc, added to by masked stores */
-                        const int64_t live = K - j;
-                        const ct_tile_dst d = {.p0 = {acc + j, acc + j + 16},
-                                               .n0 = {live < 16 ? (int)live : 16,
-                                                      live < 16 ? 0 : live < 32 ? (int)live - 16 : 16}};
+                        /* the panel's live columns of acc (K x ... row-major), added to by masked stores */
+                        const ct_cmap cm = {.c = acc, .ldc = K, .ohw = K};
+                        ct_tile_dst d;
+                        ct_cmap_tile(&cm, K, j, &d);
                         for (int64_t mp = 0; mp < mpanels; mp++) {
                             const int64_t m0 = mp * CT_MR;
                             const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;

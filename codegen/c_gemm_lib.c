@@ -30,6 +30,13 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+#ifndef CT_STREAM_OK
+#if defined(__AVX512F__)
+#define CT_STREAM_OK 1
+#else
+#define CT_STREAM_OK 0
+#endif
+#endif
 
 /* Where C element (m, j) lives: c + (j / ohw) * img + m * ldc + j % ohw; r (if not NULL): a
  * residual laid out as C, added with the last K block. */
@@ -191,16 +198,20 @@ static void ct_bpack_im2col(const ct_bpack *b, int64_t k0, int64_t kc, int64_t j
     const int64_t KK = b->kh * b->kw, HW = b->H * b->W, OHW = b->OH * b->OW, nr = (nc + 15) / 16;
     /* per column: the image base, the top-left input coordinate of its window, or -1 past the end */
     int64_t base[CT_NC], r0[CT_NC], c0[CT_NC];
+    /* (image, output row, column) of column j0, then stepped along without divisions */
+    int64_t n = j0 / OHW, oh = j0 % OHW / b->OW, ow = j0 % b->OW;
     for (int64_t t = 0; t < nr * 16; t++) {
-        const int64_t j = j0 + t;
-        if (j >= b->N) {
+        if (j0 + t >= b->N) {
             base[t] = -1, r0[t] = c0[t] = 0;
             continue;
         }
-        const int64_t n = j / OHW, pix = j % OHW, oh = pix / b->OW, ow = pix % b->OW;
         base[t] = n * b->cstride;
         r0[t] = oh * b->sh - b->ph;
         c0[t] = ow * b->sw - b->pw;
+        if (++ow == b->OW) {
+            ow = 0;
+            if (++oh == b->OH) oh = 0, n++;
+        }
     }
 #if defined(__AVX512F__)
     const int vec = b->sw == 1 || b->sw == 2;
@@ -307,7 +318,7 @@ typedef struct {
 static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, const float *a, const float *b,
                                                                   const ct_tile_dst *d, int64_t roff, int64_t ldc,
                                                                   int mr, int add, const float *bias, int res,
-                                                                  int relu)
+                                                                  int relu, int stream)
 {
 #if defined(__AVX512F__)
     __m512 acc[CT_MR][2];
@@ -332,13 +343,18 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
         if (n0 == 16) {
             float *r = d->p0[v] + roff;
             const float *q = res ? d->q0[v] + roff : 0;
+            const int nt = stream && ((uintptr_t)r & 63) == 0;
 #pragma GCC unroll 8
             for (int i = 0; i < CT_MR; i++) {
                 if (i >= mr) break;
                 __m512 x = bias ? _mm512_add_ps(acc[i][v], _mm512_set1_ps(bias[i])) : acc[i][v];
                 if (add) x = _mm512_add_ps(_mm512_loadu_ps(r + i * ldc), x);
                 if (res) x = _mm512_add_ps(x, _mm512_loadu_ps(q + i * ldc));
-                _mm512_storeu_ps(r + i * ldc, relu ? _mm512_max_ps(x, zero) : x);
+                if (relu) x = _mm512_max_ps(x, zero);
+                if (nt)
+                    _mm512_stream_ps(r + i * ldc, x);
+                else
+                    _mm512_storeu_ps(r + i * ldc, x);
             }
             continue;
         }
@@ -386,7 +402,7 @@ static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, fl
                        int add, const float *bias)
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
-    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0);
+    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0);
 }
 
 /* ------------------------------------------------------------ the driver */
@@ -401,6 +417,17 @@ static float *ct_gemm_thread_buf(int t)
         if (!ct_gemm_bbuf[t]) abort();
     }
     return ct_gemm_bbuf[t];
+}
+
+/* Threads 0..nt-1's buffers buf[t] (cap[t] floats) grown to at least need floats; kept between calls. */
+static void ct_wino_grow(float **buf, int64_t *cap, int nt, int64_t need)
+{
+    for (int t = 0; t < nt; t++)
+        if (cap[t] < need) {
+            free(buf[t]);
+            if (!(buf[t] = aligned_alloc(64, sizeof(float) * (size_t)need))) abort();
+            cap[t] = need;
+        }
 }
 
 /* Tile destination d for the 32 columns j.. of C; false where a half would span more than two
@@ -448,6 +475,10 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
 #else
     ct_gemm_thread_buf(0);
 #endif
+    /* one K block into a C much larger than the caches: its rows go straight to memory
+     * (non-temporal stores skip reading each line before writing it) */
+    const int stream = CT_STREAM_OK && K <= CT_KC && !accumulate && (double)M * (double)N * 4.0 > 16e6 &&
+                       cm->ldc % 16 == 0 && (cm->ohw >= N || cm->img % 16 == 0) && ((uintptr_t)cm->c & 63) == 0;
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = 0;
@@ -476,7 +507,10 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                         const float *aq = ap + ct_gemm_a_at(m0, pc, M, K);
                         const float *bias_m = bias && pc == 0 ? bias + m0 : 0;
                         if (vec) {
-                            ct_gemm_uk_dst(kc, aq, bq, &d, m0 * cm->ldc, cm->ldc, mr, add, bias_m, res, act);
+                            if (stream)
+                                ct_gemm_uk_dst(kc, aq, bq, &d, m0 * cm->ldc, cm->ldc, mr, 0, bias_m, res, act, 1);
+                            else
+                                ct_gemm_uk_dst(kc, aq, bq, &d, m0 * cm->ldc, cm->ldc, mr, add, bias_m, res, act, 0);
                             continue;
                         }
                         /* fewer than 16 pixels per image: through a local tile, element by element */
@@ -493,6 +527,9 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                 }
             }
         }
+#if CT_STREAM_OK
+        if (stream) _mm_sfence(); /* the streamed rows visible before the threads join */
+#endif
     }
 }
 
@@ -730,6 +767,216 @@ static void ct_pack_dy_panel(const ct_conv_geo *g, const float *dyg, int64_t pc,
     }
 }
 
+#if defined(__AVX512F__)
+/* The weight gradient as dot products along the pixels, for shallow convolutions (the stem: K = 27;
+ * a 1x1 stride-2 downsample: K = C = 64), whose transposed GEMM spends more time transposing dY and
+ * the im2col into panels than multiplying. dY is read as it lies (16 pixels of a channel per vector,
+ * no packing). X's im2col rows are either read straight from the image (kernel width 3, stride 1:
+ * the three taps of a row are three shifted, masked loads of one input row) or packed per block of
+ * CT_DWD_NB pixels by the forward packing (ct_bpack_im2col: no transpose either). A tile of 8 dW rows
+ * x 3 columns keeps 24 vectors of partial sums, one lane per pixel mod 16, in registers over a block,
+ * in memory (vacc) between blocks; lanes and threads are summed at the end. The threads split the
+ * blocks. */
+#define CT_DWD_NB 512 /* pixels per block (a multiple of CT_NR) */
+#define CT_DWD_MR 8
+#define CT_DWD_KR 3
+
+static int64_t ct_dwd_kp(const ct_conv_geo *g)
+{
+    const int64_t K = g->C / g->G * g->kh * g->kw;
+    return (K + CT_DWD_KR - 1) / CT_DWD_KR * CT_DWD_KR;
+}
+
+/* X's rows straight from the image: 1 (kernel width 3, stride 1), a tile's 3 columns are one input
+ * row's 3 taps; 2 (1x1, stride 2), they are 3 channels' rows at the output pixels, every other
+ * input column; 0: packed */
+static int ct_dwd_rows(const ct_conv_geo *g)
+{
+    if (g->OW % 16) return 0;
+    if (g->kw == CT_DWD_KR && g->sh == 1 && g->sw == 1 && g->dw == 1) return 1;
+    return g->kh == 1 && g->kw == 1 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0 && g->W == 2 * g->OW ? 2 : 0;
+}
+
+static int ct_conv_grad_weight_dot_ok(const ct_conv_geo *g)
+{
+    const int64_t Mg = g->M / g->G, kp = ct_dwd_kp(g);
+    return (g->OH * g->OW) % 16 == 0 && Mg >= CT_DWD_MR && kp <= CT_KC && Mg * kp <= 16384 &&
+           (g->kh * g->kw * g->C / g->G < CT_NR || (g->kh == 1 && g->kw == 1 && (g->sh > 1 || g->sw > 1)));
+}
+
+/* A walk over the dY lines the next block will read from memory, channel by channel for each half (16
+ * pixels), one line per step of the block before's innermost loop: its rows are read 8 channels at a
+ * time, 2 KiB of each, too short a stream for the prefetchers (the stem's weight gradient: 145 -> 170
+ * GFLOP/s). */
+typedef struct {
+    const float *dy;
+    int64_t h, nh, i, n, pix;
+} ct_dwd_pf;
+
+static inline void ct_dwd_pf_start(ct_dwd_pf *f, const ct_conv_geo *g, const float *dyg, int64_t j0, int64_t nc)
+{
+    const int64_t OHW = g->OH * g->OW;
+    *f = (ct_dwd_pf){.dy = dyg, .nh = (nc + 15) / 16, .n = j0 / OHW, .pix = j0 % OHW};
+}
+
+static inline void ct_dwd_pf_step(ct_dwd_pf *f, const ct_conv_geo *g)
+{
+    if (f->h >= f->nh) return;
+    const int64_t OHW = g->OH * g->OW;
+    _mm_prefetch((const char *)(f->dy + (f->n * g->M + f->i) * OHW + f->pix), _MM_HINT_T1);
+    if (++f->i < g->M / g->G) return;
+    f->i = 0, f->h++, f->pix += 16;
+    if (f->pix == OHW) f->pix = 0, f->n++;
+}
+
+static float *ct_dwd_buf[CT_GEMM_MAX_THREADS];
+static int64_t ct_dwd_cap[CT_GEMM_MAX_THREADS];
+
+static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const float *x, float *dw)
+{
+    const int64_t Cg = g->C / g->G, Mg = g->M / g->G, K = Cg * g->kh * g->kw, kp = ct_dwd_kp(g);
+    const int64_t OHW = g->OH * g->OW, HW = g->H * g->W, P = g->N * OHW, nb = (P + CT_DWD_NB - 1) / CT_DWD_NB;
+    const int64_t mblocks = (Mg + CT_DWD_MR - 1) / CT_DWD_MR, kblocks = kp / CT_DWD_KR;
+    const int64_t vacc_floats = mblocks * kblocks * CT_DWD_MR * CT_DWD_KR * 16;
+    const int rows = ct_dwd_rows(g);
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+    if (nt > CT_GEMM_MAX_THREADS) nt = CT_GEMM_MAX_THREADS;
+    if ((int64_t)nt > nb) nt = (int)nb;
+#endif
+    for (int t = 0; t < nt; t++) ct_gemm_thread_buf(t);
+    ct_wino_grow(ct_dwd_buf, ct_dwd_cap, nt, vacc_floats);
+    for (int64_t gi = 0; gi < g->G; gi++) {
+        ct_bpack b = {.src = x + gi * Cg * HW, .N = P, .C = Cg, .H = g->H, .W = g->W, .OH = g->OH, .OW = g->OW,
+                      .kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw, .dh = g->dh,
+                      .dw = g->dw, .cstride = g->C * HW};
+        const float *dyg = dy + gi * Mg * OHW;
+        float *dwg = dw + gi * Mg * K;
+        #pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            int t = 0;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+#endif
+            float *bp = ct_gemm_bbuf[t], *vacc = ct_dwd_buf[t];
+            memset(vacc, 0, sizeof(float) * (size_t)vacc_floats);
+            /* packed: im2col rows K..kp-1 (a partial last tile column) stay zero */
+            if (!rows) memset(bp, 0, sizeof(float) * (size_t)(kp * CT_DWD_NB));
+            int64_t hd[CT_DWD_NB / 16], hoh[CT_DWD_NB / 16], hx[CT_DWD_NB / 16];
+            unsigned char hm[CT_DWD_NB / 16];
+            /* rows: the column masks of a half at the start of an output row (0), inside (1), at its end
+             * (2; OW = 16: the start's mask and the end's together) */
+            __mmask16 cmask[3][CT_DWD_KR];
+            for (int u = 0; u < CT_DWD_KR; u++) {
+                cmask[0][u] = (__mmask16)ct_cols_mask(u - g->pw, g->W);
+                cmask[1][u] = (__mmask16)ct_cols_mask(16 + u - g->pw, g->W);
+                cmask[2][u] = (__mmask16)ct_cols_mask(g->OW - 16 + u - g->pw, g->W);
+            }
+            const int64_t b0 = nb * t / nt, b1 = nb * (t + 1) / nt;
+            for (int64_t bi = b0; bi < b1; bi++) {
+                const int64_t j0 = bi * CT_DWD_NB, nc = P - j0 < CT_DWD_NB ? P - j0 : CT_DWD_NB;
+                const int64_t npan = (nc + CT_NR - 1) / CT_NR, nh = (nc + 15) / 16;
+                if (!rows) {
+                    /* panels of CT_NR pixels, kp rows each (ct_bpack_im2col with kc = kp would read
+                     * rows past K: pack K rows, then move the panels to a kp-row stride, last first) */
+                    ct_bpack_im2col(&b, 0, K, j0, nc, bp);
+                    if (kp != K) {
+                        for (int64_t q = npan - 1; q > 0; q--) {
+                            memmove(bp + q * kp * CT_NR, bp + q * K * CT_NR, sizeof(float) * (size_t)(K * CT_NR));
+                            memset(bp + (q * kp + K) * CT_NR, 0, sizeof(float) * (size_t)((kp - K) * CT_NR));
+                        }
+                        memset(bp + K * CT_NR, 0, sizeof(float) * (size_t)((kp - K) * CT_NR));
+                    }
+                }
+                /* per half (16 pixels, in one image as OHW % 16 == 0): where its dY starts (channel 0),
+                 * and, rows, its output row, where its input starts (channel 0, row oh, column
+                 * ow - pw) and which column masks it takes */
+                {
+                    int64_t n = j0 / OHW, pix = j0 % OHW;
+                    for (int64_t h = 0; h < nh; h++) {
+                        const int64_t oh = pix / g->OW, ow = pix % g->OW;
+                        hd[h] = n * g->M * OHW + pix;
+                        hoh[h] = oh;
+                        hx[h] = n * b.cstride + oh * g->sh * g->W + ow * g->sw - g->pw;
+                        hm[h] = ow == 0 ? 0 : ow + 16 == g->OW ? 2 : 1;
+                        if ((pix += 16) == OHW) pix = 0, n++;
+                    }
+                }
+                ct_dwd_pf pf;
+                ct_dwd_pf_start(&pf, g, dyg, j0 + CT_DWD_NB, bi + 1 < b1 ? nc : 0);
+                for (int64_t mb = 0; mb < mblocks; mb++) {
+                    const int64_t m0 = mb * CT_DWD_MR;
+                    const int mr = Mg - m0 < CT_DWD_MR ? (int)(Mg - m0) : CT_DWD_MR;
+                    for (int64_t kb = 0; kb < kblocks; kb++) {
+                        float *va = vacc + (mb * kblocks + kb) * CT_DWD_MR * CT_DWD_KR * 16;
+                        __m512 acc[CT_DWD_MR][CT_DWD_KR];
+                        #pragma GCC unroll 8
+                        for (int i = 0; i < CT_DWD_MR; i++)
+                            #pragma GCC unroll 3
+                            for (int u = 0; u < CT_DWD_KR; u++) acc[i][u] = _mm512_load_ps(va + (i * CT_DWD_KR + u) * 16);
+                        /* rows: tile column block kb = (input channel, kernel row), whose input row
+                         * for output row oh is oh + dr */
+                        const int64_t dr = rows == 1 ? kb % g->kh * g->dh - g->ph : 0;
+                        const float *xk = b.src + (rows == 1 ? kb / g->kh * HW + dr * g->W : kb * CT_DWD_KR * HW);
+                        /* rows == 2: the channels of this tile column block that exist */
+                        const int64_t cl = Cg - kb * CT_DWD_KR;
+                        const float *dym = dyg + m0 * OHW;
+                        for (int64_t h = 0; h < nh; h++) {
+                            __m512 xv[CT_DWD_KR];
+                            if (rows == 2) {
+                                const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                                #pragma GCC unroll 3
+                                for (int u = 0; u < CT_DWD_KR; u++) {
+                                    const float *xr = xk + u * HW + hx[h];
+                                    xv[u] = u < cl ? _mm512_permutex2var_ps(_mm512_loadu_ps(xr), even, _mm512_loadu_ps(xr + 16))
+                                                   : _mm512_setzero_ps();
+                                }
+                            } else if (rows) {
+                                if ((uint64_t)(hoh[h] + dr) >= (uint64_t)g->H) continue; /* padding: adds 0 */
+                                const float *xr = xk + hx[h];
+                                #pragma GCC unroll 3
+                                for (int u = 0; u < CT_DWD_KR; u++) xv[u] = _mm512_maskz_loadu_ps(cmask[hm[h]][u], xr + u);
+                            } else {
+                                const float *xq = bp + (h / 2) * kp * CT_NR + kb * CT_DWD_KR * CT_NR + 16 * (h % 2);
+                                #pragma GCC unroll 3
+                                for (int u = 0; u < CT_DWD_KR; u++) xv[u] = _mm512_load_ps(xq + u * CT_NR);
+                            }
+                            ct_dwd_pf_step(&pf, g);
+                            const float *dq = dym + hd[h];
+                            #pragma GCC unroll 8
+                            for (int i = 0; i < CT_DWD_MR; i++) {
+                                /* rows past M/G: row 0 again, summed into partial sums never read */
+                                __m512 d = _mm512_loadu_ps(dq + (i < mr ? i : 0) * OHW);
+                                __asm__("" : "+v"(d)); /* one load, not one per multiply-add */
+                                #pragma GCC unroll 3
+                                for (int u = 0; u < CT_DWD_KR; u++) acc[i][u] = _mm512_fmadd_ps(d, xv[u], acc[i][u]);
+                            }
+                        }
+                        #pragma GCC unroll 8
+                        for (int i = 0; i < CT_DWD_MR; i++)
+                            #pragma GCC unroll 3
+                            for (int u = 0; u < CT_DWD_KR; u++) _mm512_store_ps(va + (i * CT_DWD_KR + u) * 16, acc[i][u]);
+                    }
+                }
+            }
+            #pragma omp barrier
+            /* dW = the sum over the threads and the lanes, each thread summing a slice of dW */
+            const int64_t e0 = Mg * K * t / nt, e1 = Mg * K * (t + 1) / nt;
+            for (int64_t e = e0; e < e1; e++) {
+                const int64_t m = e / K, k = e % K;
+                const int64_t o = ((m / CT_DWD_MR * kblocks + k / CT_DWD_KR) * CT_DWD_MR * CT_DWD_KR +
+                                   (m % CT_DWD_MR) * CT_DWD_KR + k % CT_DWD_KR) * 16;
+                __m512 sum = _mm512_setzero_ps();
+                for (int u = 0; u < nt; u++) sum = _mm512_add_ps(sum, _mm512_load_ps(ct_dwd_buf[u] + o));
+                dwg[e] = _mm512_reduce_add_ps(sum);
+            }
+            #pragma omp barrier
+        }
+    }
+}
+#endif
+
 /* dW (M, C/G, kh, kw) = sum over the batch of dY_g (M/G, N*OH*OW) im2col(X_g)^T, per group: a GEMM whose
  * depth is the pixels. For each block of CT_KCW pixels the threads pack the dY block together (A: its
  * rows are dW's rows), then each packs the transposed im2col of its own columns of dW (B) and
@@ -738,6 +985,12 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
 {
     const int64_t Cg = g->C / g->G, Mg = g->M / g->G, K = Cg * g->kh * g->kw, OHW = g->OH * g->OW, P = g->N * OHW;
     const int64_t npanels = (K + CT_NR - 1) / CT_NR, mpanels = (Mg + CT_MR - 1) / CT_MR;
+#if defined(__AVX512F__)
+    if (ct_conv_grad_weight_dot_ok(g)) {
+        ct_conv_grad_weight_dot(g, dy, x, dw);
+        return;
+    }
+#endif
     int nt = 1;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
@@ -778,7 +1031,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                         for (int64_t mp = 0; mp < mpanels; mp++) {
                             const int64_t m0 = mp * CT_MR;
                             const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;
-                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0);
+                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0);
                         }
                     }
                 }
@@ -1257,17 +1510,6 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
 #endif
         }
     }
-}
-
-/* Threads 0..nt-1's buffers buf[t] (cap[t] floats) grown to at least need floats; kept between calls. */
-static void ct_wino_grow(float **buf, int64_t *cap, int nt, int64_t need)
-{
-    for (int t = 0; t < nt; t++)
-        if (cap[t] < need) {
-            free(buf[t]);
-            if (!(buf[t] = aligned_alloc(64, sizeof(float) * (size_t)need))) abort();
-            cap[t] = need;
-        }
 }
 
 /* Per-thread V and M blocks, grown on demand and kept. */

@@ -212,6 +212,25 @@ static void test_conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t M, int
     free(x), free(w), free(bias), free(y), free(ref), free(res), free(ref_relu), free(ap);
 }
 
+/* A shallow convolution whose output (16.8 MB) is larger than ct_gemm_run's streaming threshold: one K
+ * block, the output stored by non-temporal stores (with the bias, then the residual and the ReLU). */
+static void test_conv_streamed(void)
+{
+    ct_conv_geo g = {.N = 64, .C = 3, .H = 32, .W = 32, .M = 64, .G = 1, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1,
+                     .pw = 1, .dh = 1, .dw = 1, .OH = 32, .OW = 32};
+    const int64_t ny = g.N * g.M * g.OH * g.OW;
+    float *x = rand_buf(g.N * g.C * g.H * g.W, 21), *w = rand_buf(g.M * 27, 22), *bias = rand_buf(g.M, 23);
+    float *res = rand_buf(ny, 24), *y = alloc64(ny), *ap = alloc64(ct_conv_packed_floats(&g));
+    double *ref = malloc(sizeof(double) * (size_t)ny);
+    ref_conv(&g, x, w, bias, ref);
+    ct_conv_forward(&g, x, w, bias, 0, 0, y, ap);
+    check("streamed stem N64 +bias", y, ref, ny, 2e-6);
+    for (int64_t i = 0; i < ny; i++) ref[i] = ref[i] + res[i] > 0 ? ref[i] + res[i] : 0.0;
+    ct_conv_forward(&g, x, w, bias, res, 1, y, ap);
+    check("streamed stem N64 +bias +res relu", y, ref, ny, 2e-6);
+    free(x), free(w), free(bias), free(res), free(y), free(ap), free(ref);
+}
+
 int main(void)
 {
     for (int threads = 1; threads <= 2; threads++) {
@@ -245,6 +264,14 @@ int main(void)
         test_conv(9, 24, 6, 5, 300, 3, 1, 2, 1, 1, 0);   /* Winograd: padding 2, many output channels */
         test_conv(8, 64, 4, 4, 96, 3, 1, 1, 1, 1, 0);    /* Winograd: 4x4 maps */
         test_conv(8, 64, 2, 2, 64, 3, 1, 1, 1, 1, 0);    /* 2x2 */
+        /* the weight gradient as dot products along the pixels (shallow convolutions) */
+        test_conv(3, 6, 16, 16, 24, 3, 1, 1, 1, 2, 0);   /* 2 groups of a stem, 12 channels: a partial tile */
+        test_conv(2, 3, 18, 18, 16, 3, 1, 0, 1, 1, 0);   /* no padding: rows of 16 from rows of 18 */
+        test_conv(2, 3, 64, 64, 8, 3, 1, 1, 1, 1, 0);    /* rows of 64: halves inside a row */
+        test_conv(3, 64, 16, 16, 40, 1, 2, 0, 1, 1, 0);  /* 1x1 stride 2, rows of 8: packed, K = 64 padded to 66 */
+        test_conv(2, 64, 32, 32, 40, 1, 2, 0, 1, 1, 0);  /* 1x1 stride 2, rows of 16: from the image */
+        test_conv(2, 2, 20, 20, 9, 3, 2, 1, 1, 1, 0);    /* 3x3 stride 2, K = 18: packed */
+        test_conv_streamed();
     }
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;

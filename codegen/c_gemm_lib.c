@@ -347,6 +347,17 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
 #pragma GCC unroll 8
             for (int i = 0; i < CT_MR; i++) {
                 if (i >= mr) break;
+                /* the tile after this one in ct_gemm_run (the next 32 columns of the same rows) reads its
+                 * residual, or the C it adds to, there: prefetched now, a tile's multiplies ahead
+                 * (resnet50's 64->256 1x1 convolution + residual at batch 32: 25.5 -> 17.9 ms) */
+                if (res && v == 0) {
+                    _mm_prefetch((const char *)(q + i * ldc + CT_NR), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(q + i * ldc + CT_NR + 16), _MM_HINT_T0);
+                }
+                if (add && v == 0) {
+                    _mm_prefetch((const char *)(r + i * ldc + CT_NR), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(r + i * ldc + CT_NR + 16), _MM_HINT_T0);
+                }
                 __m512 x = bias ? _mm512_add_ps(acc[i][v], _mm512_set1_ps(bias[i])) : acc[i][v];
                 if (add) x = _mm512_add_ps(_mm512_loadu_ps(r + i * ldc), x);
                 if (res) x = _mm512_add_ps(x, _mm512_loadu_ps(q + i * ldc));
@@ -496,21 +507,26 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                 const int64_t kc = K - pc < CT_KC ? K - pc : CT_KC;
                 const int add = accumulate || pc > 0;
                 b->pack(b, pc, kc, jc, nc, bp);
-                for (int64_t jr = 0; jr < nc; jr += CT_NR) {
-                    const int64_t j = jc + jr;
-                    const float *bq = bp + (jr / CT_NR) * kc * CT_NR;
-                    ct_tile_dst d;
-                    const int vec = ct_cmap_tile(cm, N, j, &d), last = pc + kc == K;
-                    const int res = last && cm->r, act = last && relu;
-                    for (int64_t m0 = m_lo; m0 < m_hi; m0 += CT_MR) {
-                        const int mr = M - m0 < CT_MR ? (int)(M - m0) : CT_MR;
-                        const float *aq = ap + ct_gemm_a_at(m0, pc, M, K);
-                        const float *bias_m = bias && pc == 0 ? bias + m0 : 0;
-                        if (vec) {
+                const int last = pc + kc == K, res = last && cm->r, act = last && relu;
+                /* each panel's destination, then the tiles row of tiles by row of tiles: the B block stays
+                 * in L2 (8 B of it per cycle at the FMA rate), and C (and the residual) is read and
+                 * written as MR rows advancing together, streams the prefetchers follow (panel by
+                 * panel, every row of C would be a stream of its own) */
+                ct_tile_dst dst[CT_NC / CT_NR];
+                unsigned char vec[CT_NC / CT_NR];
+                for (int64_t jr = 0; jr < nc; jr += CT_NR) vec[jr / CT_NR] = (unsigned char)ct_cmap_tile(cm, N, jc + jr, &dst[jr / CT_NR]);
+                for (int64_t m0 = m_lo; m0 < m_hi; m0 += CT_MR) {
+                    const int mr = M - m0 < CT_MR ? (int)(M - m0) : CT_MR;
+                    const float *aq = ap + ct_gemm_a_at(m0, pc, M, K);
+                    const float *bias_m = bias && pc == 0 ? bias + m0 : 0;
+                    for (int64_t jr = 0; jr < nc; jr += CT_NR) {
+                        const int64_t j = jc + jr;
+                        const float *bq = bp + (jr / CT_NR) * kc * CT_NR;
+                        if (vec[jr / CT_NR]) {
                             if (stream)
-                                ct_gemm_uk_dst(kc, aq, bq, &d, m0 * cm->ldc, cm->ldc, mr, 0, bias_m, res, act, 1);
+                                ct_gemm_uk_dst(kc, aq, bq, &dst[jr / CT_NR], m0 * cm->ldc, cm->ldc, mr, 0, bias_m, res, act, 1);
                             else
-                                ct_gemm_uk_dst(kc, aq, bq, &d, m0 * cm->ldc, cm->ldc, mr, add, bias_m, res, act, 0);
+                                ct_gemm_uk_dst(kc, aq, bq, &dst[jr / CT_NR], m0 * cm->ldc, cm->ldc, mr, add, bias_m, res, act, 0);
                             continue;
                         }
                         /* fewer than 16 pixels per image: through a local tile, element by element */
@@ -518,10 +534,10 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                         for (int i = 0; i < mr; i++)
                             for (int64_t u = 0; u < CT_NR && j + u < N; u++) {
                                 const int64_t ju = j + u, o = (ju / cm->ohw) * cm->img + (m0 + i) * cm->ldc + ju % cm->ohw;
-                                float *dst = cm->c + o;
-                                float x = tile[i * CT_NR + u] + (bias_m ? bias_m[i] : 0.0f) + (add ? *dst : 0.0f);
+                                float *dst_e = cm->c + o;
+                                float x = tile[i * CT_NR + u] + (bias_m ? bias_m[i] : 0.0f) + (add ? *dst_e : 0.0f);
                                 if (res) x += cm->r[o];
-                                *dst = act && x < 0.0f ? 0.0f : x;
+                                *dst_e = act && x < 0.0f ? 0.0f : x;
                             }
                     }
                 }

@@ -58,10 +58,15 @@ ct_status ct_rt_program_load(const char *dir, ct_rt_program **out)
     FILE *f = NULL;
     ct_rt_program *p = calloc(1, sizeof *p);
     if (!p) abort();
-    /* Programs alternate OpenMP loops with BLAS calls: threads that spin
-     * between parallel regions steal the cores BLAS needs, so unless the user
-     * says otherwise, idle OpenMP threads sleep (read when libgomp loads). */
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
+    /* Idle OpenMP threads spin a short while before they sleep (read when
+     * libgomp loads; unless the user set either variable): GOMP_SPINCOUNT
+     * 30000 is well under a millisecond. Sleeping at once (OMP_WAIT_POLICY=
+     * PASSIVE) costs a wake-up per parallel region, and an inference program
+     * at batch 1 runs one every few tens of microseconds (resnet50: 45-51 ms
+     * an image against 42.6-44.5); spinning without end (ACTIVE) would take
+     * the cores from BLAS's own threads between the regions of a training
+     * step. */
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT")) setenv("GOMP_SPINCOUNT", "30000", 0);
     snprintf(path, sizeof path, "%s/model.so", dir);
     /* RTLD_NODELETE: the program's OpenMP (libgomp) worker threads outlive
      * the program; unmapping their code at dlclose would crash them. */

@@ -19,7 +19,10 @@
  * of an image batch, or a gathered dY), C is addressed through ct_cmap, which
  * covers a plain row-major matrix and the NCHW layout of a convolution
  * output (column j = pixel j % ohw of image j / ohw). Threads split the
- * columns; each packs its own B blocks into its own buffer. */
+ * columns; each packs its own B blocks into its own buffer and runs their
+ * tiles row of tiles by row of tiles. The weight gradients of shallow
+ * convolutions (the stem, 1x1 stride 2) run as dot products along the pixels
+ * instead (ct_conv_grad_weight_dot: no transposes). */
 
 #define CT_MR 8   /* rows of C per micro-tile (broadcast operand: A) */
 #define CT_NR 32  /* columns of C per micro-tile (two 16-float vectors of B) */
@@ -391,6 +394,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
         }
     }
 #else
+    (void)stream; /* AVX-512 only */
     float acc[CT_MR][CT_NR];
     memset(acc, 0, sizeof acc);
     for (int64_t k = 0; k < kc; k++, a += CT_MR, b += CT_NR)

@@ -12,7 +12,7 @@ unset) and with the AVX2 kernels (OPENBLAS_CORETYPE=Haswell), same threads.
 The bar of the CPU performance issue is 70% of the better of the two.
 Prints a table and writes bench/results/conv.json.
 
-    python3 bench/conv.py [--threads 2] [--batch 256] [--reps 3]
+    python3 bench/conv.py [--threads 2] [--batch 256] [--reps 5]
 
 The layers' share of a MoCo v2 step comes from `trainer --profile` (see
 bench/moco.py); this measures the kernels alone."""
@@ -38,7 +38,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=3, help="timed runs per kernel (the best counts), after one warm-up")
+    ap.add_argument("--reps", type=int, default=5, help="timed runs per kernel (the best counts), after one warm-up")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "conv.json"))
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="contra-bench-conv-"))

@@ -560,6 +560,14 @@ typedef struct {
     int64_t N, C, H, W, M, OH, OW, G, kh, kw, sh, sw, ph, pw, dh, dw;
 } ct_conv_geo;
 
+/* The im2col of group gi of x for a convolution g, as a B operand of N columns (no pack callback set). */
+static ct_bpack ct_conv_group_bpack(const ct_conv_geo *g, const float *x, int64_t gi, int64_t N)
+{
+    return (ct_bpack){.src = x + gi * (g->C / g->G) * g->H * g->W, .N = N, .C = g->C / g->G, .H = g->H, .W = g->W,
+                      .OH = g->OH, .OW = g->OW, .kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph,
+                      .pw = g->pw, .dh = g->dh, .dw = g->dw, .cstride = g->C * g->H * g->W};
+}
+
 /* The weights of a convolution packed for ct_conv_forward_packed: group after group,
  * ct_gemm_a_floats(M/G, C/G*kh*kw) floats each. */
 static int64_t ct_conv_packed_floats(const ct_conv_geo *g)
@@ -581,10 +589,8 @@ static void ct_conv_forward_packed(const ct_conv_geo *g, const float *x, const f
 {
     const int64_t Cg = g->C / g->G, Mg = g->M / g->G, K = Cg * g->kh * g->kw, OHW = g->OH * g->OW;
     for (int64_t gi = 0; gi < g->G; gi++) {
-        ct_bpack b = {.pack = ct_bpack_im2col, .src = x + gi * Cg * g->H * g->W, .N = g->N * OHW,
-                      .C = Cg, .H = g->H, .W = g->W, .OH = g->OH, .OW = g->OW, .kh = g->kh, .kw = g->kw,
-                      .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw, .dh = g->dh, .dw = g->dw,
-                      .cstride = g->C * g->H * g->W};
+        ct_bpack b = ct_conv_group_bpack(g, x, gi, g->N * OHW);
+        b.pack = ct_bpack_im2col;
         if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0)
             b.H = b.OH = 1, b.W = b.OW = OHW; /* 1x1 stride 1: each image one row, so runs of 16 never end at a row */
         ct_cmap cm = {.c = y + gi * Mg * OHW, .r = res ? res + gi * Mg * OHW : 0, .ldc = OHW, .img = g->M * OHW,
@@ -868,9 +874,7 @@ static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const
     for (int t = 0; t < nt; t++) ct_gemm_thread_buf(t);
     ct_wino_grow(ct_dwd_buf, ct_dwd_cap, nt, vacc_floats);
     for (int64_t gi = 0; gi < g->G; gi++) {
-        ct_bpack b = {.src = x + gi * Cg * HW, .N = P, .C = Cg, .H = g->H, .W = g->W, .OH = g->OH, .OW = g->OW,
-                      .kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw, .dh = g->dh,
-                      .dw = g->dw, .cstride = g->C * HW};
+        const ct_bpack b = ct_conv_group_bpack(g, x, gi, P);
         const float *dyg = dy + gi * Mg * OHW;
         float *dwg = dw + gi * Mg * K;
         #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -1024,9 +1028,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
      * with its own A, B and dW in its buffer, summed at the end */
     if (nt > npanels && CT_KCW * CT_NR + mpanels * CT_MR * CT_KCW + Mg * K <= (int64_t)CT_KC * CT_NC) {
         for (int64_t gi = 0; gi < g->G; gi++) {
-            ct_bpack b = {.src = x + gi * Cg * g->H * g->W, .N = K, .C = Cg, .H = g->H, .W = g->W, .OH = g->OH,
-                          .OW = g->OW, .kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph,
-                          .pw = g->pw, .dh = g->dh, .dw = g->dw, .cstride = g->C * g->H * g->W};
+            const ct_bpack b = ct_conv_group_bpack(g, x, gi, K);
             const float *dyg = dy + gi * Mg * OHW;
             float *dwg = dw + gi * Mg * K;
             #pragma omp parallel num_threads(nt)
@@ -1069,9 +1071,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
     }
     if ((int64_t)nt > npanels) nt = (int)npanels;
     for (int64_t gi = 0; gi < g->G; gi++) {
-        ct_bpack b = {.src = x + gi * Cg * g->H * g->W, .N = K, .C = Cg, .H = g->H, .W = g->W, .OH = g->OH,
-                      .OW = g->OW, .kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw,
-                      .dh = g->dh, .dw = g->dw, .cstride = g->C * g->H * g->W};
+        const ct_bpack b = ct_conv_group_bpack(g, x, gi, K);
         const float *dyg = dy + gi * Mg * OHW;
         float *dwg = dw + gi * Mg * K;
         #pragma omp parallel num_threads(nt) if (nt > 1)

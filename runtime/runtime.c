@@ -34,7 +34,8 @@ static bool on_device(const ct_rt_program *p)
 }
 
 /* Regions of several MiB (activations, the queue, weights) are swept by every step; on 4 KiB pages
- * the convolutions' streams miss the TLB every 4 KiB (bench/conv.py: 4-8% on the shallow layers).
+ * the convolutions' streams miss the TLB every 4 KiB (bench/conv_runner, 2 MiB pages against 4 KiB:
+ * 4-8% on the CIFAR stem and 1x1 stride-2 layers).
  * They go on 2 MiB boundaries with a hint for transparent huge pages (honoured where
  * /sys/kernel/mm/transparent_hugepage/enabled is "always" or "madvise"). */
 static void *alloc64(int64_t n)

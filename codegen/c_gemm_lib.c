@@ -435,7 +435,7 @@ static float *ct_gemm_thread_buf(int t)
 }
 
 /* Threads 0..nt-1's buffers buf[t] (cap[t] floats) grown to at least need floats; kept between calls. */
-static void ct_wino_grow(float **buf, int64_t *cap, int nt, int64_t need)
+static void ct_grow_thread_bufs(float **buf, int64_t *cap, int nt, int64_t need)
 {
     for (int t = 0; t < nt; t++)
         if (cap[t] < need) {
@@ -837,22 +837,23 @@ static int ct_conv_grad_weight_dot_ok(const ct_conv_geo *g)
 typedef struct {
     const float *dy;
     int64_t h, nh, i, n, pix;
+    int64_t ohw, mg, m; /* pixels per image, channels per group, channels */
 } ct_dwd_pf;
 
 static inline void ct_dwd_pf_start(ct_dwd_pf *f, const ct_conv_geo *g, const float *dyg, int64_t j0, int64_t nc)
 {
     const int64_t OHW = g->OH * g->OW;
-    *f = (ct_dwd_pf){.dy = dyg, .nh = (nc + 15) / 16, .n = j0 / OHW, .pix = j0 % OHW};
+    *f = (ct_dwd_pf){.dy = dyg, .nh = (nc + 15) / 16, .n = j0 / OHW, .pix = j0 % OHW, .ohw = OHW, .mg = g->M / g->G,
+                     .m = g->M};
 }
 
-static inline void ct_dwd_pf_step(ct_dwd_pf *f, const ct_conv_geo *g)
+static inline void ct_dwd_pf_step(ct_dwd_pf *f)
 {
     if (f->h >= f->nh) return;
-    const int64_t OHW = g->OH * g->OW;
-    _mm_prefetch((const char *)(f->dy + (f->n * g->M + f->i) * OHW + f->pix), _MM_HINT_T1);
-    if (++f->i < g->M / g->G) return;
+    _mm_prefetch((const char *)(f->dy + (f->n * f->m + f->i) * f->ohw + f->pix), _MM_HINT_T1);
+    if (++f->i < f->mg) return;
     f->i = 0, f->h++, f->pix += 16;
-    if (f->pix == OHW) f->pix = 0, f->n++;
+    if (f->pix == f->ohw) f->pix = 0, f->n++;
 }
 
 static float *ct_dwd_buf[CT_GEMM_MAX_THREADS];
@@ -872,7 +873,7 @@ static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const
     if ((int64_t)nt > nb) nt = (int)nb;
 #endif
     for (int t = 0; t < nt; t++) ct_gemm_thread_buf(t);
-    ct_wino_grow(ct_dwd_buf, ct_dwd_cap, nt, vacc_floats);
+    ct_grow_thread_bufs(ct_dwd_buf, ct_dwd_cap, nt, vacc_floats);
     for (int64_t gi = 0; gi < g->G; gi++) {
         const ct_bpack b = ct_conv_group_bpack(g, x, gi, P);
         const float *dyg = dy + gi * Mg * OHW;
@@ -966,7 +967,7 @@ static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const
                                 #pragma GCC unroll 3
                                 for (int u = 0; u < CT_DWD_KR; u++) xv[u] = _mm512_load_ps(xq + u * CT_NR);
                             }
-                            ct_dwd_pf_step(&pf, g);
+                            ct_dwd_pf_step(&pf);
                             const float *dq = dym + hd[h];
                             #pragma GCC unroll 8
                             for (int i = 0; i < CT_DWD_MR; i++) {
@@ -1564,7 +1565,7 @@ static void ct_conv_winograd_packed(int m, const ct_conv_geo *g, const float *x,
     const int coop = nblocks < nt && mpanels >= nt;
     if (!coop && nt > nblocks) nt = (int)nblocks;
     const int64_t need = na * (C * nb + M * nb + 2 * CT_WINO_PAD);
-    ct_wino_grow(ct_wino_buf, ct_wino_cap, coop ? 1 : nt, need);
+    ct_grow_thread_bufs(ct_wino_buf, ct_wino_cap, coop ? 1 : nt, need);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = 0;
@@ -1745,7 +1746,7 @@ static void ct_conv_grad_weight_winograd(int m, const ct_conv_geo *g, const floa
     if (nt > nblocks) nt = (int)nblocks;
     const int64_t vs = Cp * nb + CT_WINO_PAD, us = Mp * nb + CT_WINO_PAD, ds = Mp * Cp + CT_WINO_PAD;
     const int64_t need = na * (vs + us + ds);
-    ct_wino_grow(ct_winow_buf, ct_winow_cap, nt, need);
+    ct_grow_thread_bufs(ct_winow_buf, ct_winow_cap, nt, need);
     #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = 0;

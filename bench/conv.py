@@ -22,8 +22,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+from workdir import add_keep_option, work_folder  # noqa: E402  (bench/: the scratch folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,8 +40,9 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--reps", type=int, default=5, help="timed runs per kernel (the best counts), after one warm-up")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "conv.json"))
+    add_keep_option(ap)
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="contra-bench-conv-"))
+    work = work_folder("contra-bench-conv-", a.keep)
     exe = work / "conv_runner"
     cc = os.environ.get("CC", "cc")
     subprocess.run([cc, "-std=c17", "-O2", "-march=native", "-fopenmp", "-D_GNU_SOURCE",

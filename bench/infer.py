@@ -17,12 +17,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from workdir import add_keep_option, work_folder  # noqa: E402  (bench/: the scratch folder)
 
 
 def build_dir():
@@ -89,6 +89,7 @@ def main():
     ap.add_argument("--min-iters", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "infer.json"))
+    add_keep_option(ap)
     args = ap.parse_args()
     T = args.threads
     os.environ["OMP_NUM_THREADS"] = str(T)
@@ -104,7 +105,7 @@ def main():
     contra = build_dir() / "tools" / "contra"
     if not contra.exists():
         sys.exit(f"infer.py: {contra} missing: build contra first")
-    work = Path(tempfile.mkdtemp(prefix="contra-bench-"))
+    work = work_folder("contra-bench-", args.keep)
     runner = build_runner(work)
 
     env_info = {

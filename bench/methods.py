@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import moco as mb  # noqa: E402  (run_child, summarize, build_dir: the MoCo bench's helpers)
+from workdir import add_keep_option, work_folder  # noqa: E402  (bench/: the scratch folder)
 
 SIMCLR_T, SIMCLR_LR, SIMCLR_MOM, SIMCLR_WD = 0.5, 0.3, 0.9, 1e-6
 BYOL_LR, BYOL_TAU = 3e-4, 0.99
@@ -158,6 +158,7 @@ def main():
     ap.add_argument("--torch-python", default=sys.executable, help="the Python that runs the PyTorch side")
     ap.add_argument("--compile", action="store_true", help="also time PyTorch under torch.compile")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "methods.json"))
+    add_keep_option(ap)
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
@@ -178,7 +179,7 @@ def main():
     B, T = a.batch, a.threads
     total = a.warmup + a.steps
     env = dict(os.environ, OMP_NUM_THREADS=str(T), OPENBLAS_NUM_THREADS=str(T), MKL_NUM_THREADS=str(T))
-    work = Path(tempfile.mkdtemp(prefix="contra-bench-methods-"))
+    work = work_folder("contra-bench-methods-", a.keep)
     rng = np.random.default_rng(0)
     np.save(work / "v1.npy", rng.standard_normal((total * B, 3, 32, 32)).astype(np.float32))
     np.save(work / "v2.npy", rng.standard_normal((total * B, 3, 32, 32)).astype(np.float32))

@@ -31,15 +31,14 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from workdir import add_keep_option, work_folder  # noqa: E402  (bench/: the scratch folder)
 
 DIM, T, M, LR, MOMENTUM, WD = 128, 0.2, 0.999, 0.03, 0.9, 1e-4
 
@@ -293,7 +292,7 @@ def main():
                     help="PyTorch memory format (both: time both, compare with the faster; default both, --quick off)")
     ap.add_argument("--quick", action="store_true", help="smoke test: batch 32, 2 timed steps after 1, contiguous "
                                                          "PyTorch only, 1-step memory runs")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder (trainers, views, logs)")
+    add_keep_option(ap)
     ap.add_argument("--torch-python", default=sys.executable,
                     help="the Python that runs the PyTorch side (default: this one)")
     ap.add_argument("--out", default=None, help="result JSON (default bench/results/moco.json; --quick: "
@@ -333,7 +332,7 @@ def main():
     contra = build_dir() / "tools" / "contra"
     if not contra.exists():
         sys.exit(f"moco.py: {contra} missing: build contra first (ninja -C {build_dir()})")
-    work = Path(tempfile.mkdtemp(prefix="contra-bench-moco-"))
+    work = work_folder("contra-bench-moco-", a.keep)
     env = dict(os.environ, OMP_NUM_THREADS=str(Tn), OPENBLAS_NUM_THREADS=str(Tn), MKL_NUM_THREADS=str(Tn))
     bn_text = (f"shuffle BN emulated with SplitBatchNorm, {a.bn_splits} splits, in both encoders"
                if a.bn_splits > 1 else "no shuffle BN, plain BatchNorm")
@@ -497,10 +496,6 @@ def main():
             + (f", on the bytes of {t['on']})" if t["on"] else ")")
             for t in mem["contra_tensors_growing_with_k"]))
     print(f"written {a.out}")
-    if a.keep:
-        print(f"work folder kept: {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

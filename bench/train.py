@@ -22,12 +22,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+from workdir import add_keep_option, work_folder  # noqa: E402  (bench/: the scratch folder)
 
 LR, MOMENTUM, WD = 0.1, 0.9, 5e-4
 
@@ -114,6 +114,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="timed steps (median over them)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train.json"))
+    add_keep_option(ap)
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -132,7 +133,7 @@ def main():
     contra = build_dir() / "tools" / "contra"
     if not contra.exists():
         sys.exit(f"train.py: {contra} missing: build contra first (ninja -C {build_dir()})")
-    work = Path(tempfile.mkdtemp(prefix="contra-bench-train-"))
+    work = work_folder("contra-bench-train-", a.keep)
     env = dict(os.environ, OMP_NUM_THREADS=str(T), OPENBLAS_NUM_THREADS=str(T), MKL_NUM_THREADS=str(T))
     info = {
         "threads": T, "batch": B, "classes": a.classes, "input": [3, 32, 32],

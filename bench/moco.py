@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -53,13 +54,16 @@ def run_child(cmd, env, log):
     (user + system) and CPU/wall, which is about the thread count on an idle machine and lower when other
     processes took the cores (a sign the timings are disturbed), and the load average before and after."""
     la0 = open("/proc/loadavg").read().split()[0]
+    # Linux carries the peak RSS of the process that exec's a program into the program's own, so a
+    # child's peak reads at least this process's: recorded beside it (it should be far below)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     t0 = time.perf_counter()
     with open(log, "w") as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
         _, status, ru = os.wait4(p.pid, 0)
     wall, cpu = time.perf_counter() - t0, ru.ru_utime + ru.ru_stime
     return os.waitstatus_to_exitcode(status), ru.ru_maxrss / 1024.0, {
-        "process_wall_s": wall, "process_cpu_s": cpu, "cpu_per_wall": cpu / wall,
+        "process_wall_s": wall, "process_cpu_s": cpu, "cpu_per_wall": cpu / wall, "launcher_peak_rss_mib": own,
         "loadavg_1min_before": float(la0), "loadavg_1min_after": float(open("/proc/loadavg").read().split()[0])}
 
 

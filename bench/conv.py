@@ -38,7 +38,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--reps", type=int, default=5, help="timed runs per kernel (the best counts), after one warm-up")
+    ap.add_argument("--reps", type=int, default=20, help="timed runs per kernel (the best counts), after one warm-up")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "conv.json"))
     add_keep_option(ap)
     a = ap.parse_args()

@@ -82,6 +82,15 @@ def test_help_documents_every_option(trainer):
         assert opt in p.stdout, opt
 
 
+def _file_id(path):
+    """What changes when path is replaced (inode, modification time), None while it is missing."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 def test_sigterm_then_resume_is_bit_exact(trainer, data, tmp_path):
     total = 24  # two epochs of 96 / 8 = 12 steps
     ref = subprocess.run([str(trainer), *_args(data, tmp_path / "a", "--steps", total, "--save-params",
@@ -94,8 +103,14 @@ def test_sigterm_then_resume_is_bit_exact(trainer, data, tmp_path):
     ck = run / "checkpoint.safetensors"
     t0 = time.time()
     while not ck.exists() and time.time() - t0 < 120:
-        time.sleep(0.05)
-    time.sleep(random.uniform(0.0, 0.5))
+        time.sleep(0.005)
+    # a random moment in the first half of the steps left, in units of this machine's step time (the
+    # checkpoint is replaced after every step): a fixed 0-0.5 s let a fast machine finish first
+    first, t1 = _file_id(ck), time.time()
+    while _file_id(ck) == first and proc.poll() is None and time.time() - t1 < 120:
+        time.sleep(0.002)
+    step_s = time.time() - t1
+    time.sleep(random.uniform(0.0, step_s * (total - 2) / 2))
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     if proc.returncode == 0:

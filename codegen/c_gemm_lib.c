@@ -804,8 +804,10 @@ static void ct_pack_dy_panel(const ct_conv_geo *g, const float *dyg, int64_t pc,
  * a 1x1 stride-2 downsample: K = C = 64), whose transposed GEMM spends more time transposing dY and
  * the im2col into panels than multiplying. dY is read as it lies (16 pixels of a channel per vector,
  * no packing). X's im2col rows are either read straight from the image (kernel width 3, stride 1:
- * the three taps of a row are three shifted, masked loads of one input row) or packed per block of
- * CT_DWD_NB pixels by the forward packing (ct_bpack_im2col: no transpose either). A tile of 8 dW rows
+ * the three taps of a row are three shifted, masked loads of one input row), packed per block of
+ * CT_DWD_NB pixels channel by channel (1x1 stride 2 on rows of 16 or more: every other input column,
+ * by two loads and a permute, once per block instead of once per tile row of dW) or packed by the
+ * forward packing (ct_bpack_im2col: no transpose either). A tile of 8 dW rows
  * x 3 columns keeps 24 vectors of partial sums, one lane per pixel mod 16, in registers over a block,
  * in memory (vacc) between blocks; lanes and threads are summed at the end. The threads split the
  * blocks. */
@@ -819,9 +821,9 @@ static int64_t ct_dwd_kp(const ct_conv_geo *g)
     return (K + CT_DWD_KR - 1) / CT_DWD_KR * CT_DWD_KR;
 }
 
-/* X's rows straight from the image: 1 (kernel width 3, stride 1), a tile's 3 columns are one input
- * row's 3 taps; 2 (1x1, stride 2), they are 3 channels' rows at the output pixels, every other
- * input column; 0: packed */
+/* How X's rows are read: 1 (kernel width 3, stride 1) straight from the image, a tile's 3 columns
+ * are one input row's 3 taps; 2 (1x1, stride 2) packed channel by channel, a tile's 3 columns are 3
+ * channels at the output pixels; 0: packed by ct_bpack_im2col */
 static int ct_dwd_rows(const ct_conv_geo *g)
 {
     if (g->OW % 16) return 0;
@@ -893,9 +895,10 @@ static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const
             float *bp = ct_gemm_bbuf[t], *vacc = ct_dwd_buf[t];
             memset(vacc, 0, sizeof(float) * (size_t)vacc_floats);
             /* packed: im2col rows K..kp-1 (a partial last tile column) stay zero */
-            if (!rows) memset(bp, 0, sizeof(float) * (size_t)(kp * CT_DWD_NB));
+            if (rows != 1) memset(bp, 0, sizeof(float) * (size_t)(kp * CT_DWD_NB));
             int64_t hd[CT_DWD_NB / 16], hoh[CT_DWD_NB / 16], hx[CT_DWD_NB / 16];
             unsigned char hm[CT_DWD_NB / 16];
+            int64_t hxn[CT_DWD_NB / 16], nxh = 0;
             /* rows: the column masks of a half at the start of an output row (0), inside (1), at its end
              * (2; OW = 16: the start's mask and the end's together) */
             __mmask16 cmask[3][CT_DWD_KR];
@@ -933,9 +936,38 @@ static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const
                         hm[h] = ow == 0 ? 0 : ow + 16 == g->OW ? 2 : 1;
                         if ((pix += 16) == OHW) pix = 0, n++;
                     }
+                    /* rows == 2: the next block's halves, for the walk below over its input lines */
+                    nxh = 0;
+                    if (rows == 2 && bi + 1 < b1) {
+                        const int64_t nc2 = P - j0 - CT_DWD_NB < CT_DWD_NB ? P - j0 - CT_DWD_NB : CT_DWD_NB;
+                        nxh = (nc2 + 15) / 16;
+                        for (int64_t h = 0; h < nxh; h++) {
+                            const int64_t oh = pix / g->OW, ow = pix % g->OW;
+                            hxn[h] = n * b.cstride + oh * g->sh * g->W + ow * g->sw;
+                            if ((pix += 16) == OHW) pix = 0, n++;
+                        }
+                    }
+                }
+                if (rows == 2) {
+                    /* the block's stride-2 pixels, channel by channel (rows Cg..kp-1 stay zero): packed once
+                     * here rather than permuted again for every tile row of dW */
+                    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    for (int64_t c = 0; c < Cg; c++) {
+                        const float *xc = b.src + c * HW;
+                        float *dst = bp + c * CT_DWD_NB;
+                        for (int64_t h = 0; h < nh; h++) {
+                            const float *xr = xc + hx[h];
+                            _mm512_store_ps(dst + 16 * h,
+                                            _mm512_permutex2var_ps(_mm512_loadu_ps(xr), even, _mm512_loadu_ps(xr + 16)));
+                        }
+                    }
                 }
                 ct_dwd_pf pf;
                 ct_dwd_pf_start(&pf, g, dyg, j0 + CT_DWD_NB, bi + 1 < b1 ? nc : 0);
+                /* rows == 2: a walk over the next block's input lines (channel by channel, two lines a
+                 * half), one step per step of the innermost loop like dY's: the packing above reads them
+                 * in a burst, at memory latency without it */
+                int64_t xpc = 0, xph = 0;
                 for (int64_t mb = 0; mb < mblocks; mb++) {
                     const int64_t m0 = mb * CT_DWD_MR;
                     const int mr = Mg - m0 < CT_DWD_MR ? (int)(Mg - m0) : CT_DWD_MR;
@@ -949,20 +981,14 @@ static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const
                         /* rows: tile column block kb = (input channel, kernel row), whose input row
                          * for output row oh is oh + dr */
                         const int64_t dr = rows == 1 ? kb % g->kh * g->dh - g->ph : 0;
-                        const float *xk = b.src + (rows == 1 ? kb / g->kh * HW + dr * g->W : kb * CT_DWD_KR * HW);
-                        /* rows == 2: the channels of this tile column block that exist */
-                        const int64_t cl = Cg - kb * CT_DWD_KR;
+                        const float *xk = b.src + kb / g->kh * HW + dr * g->W;
                         const float *dym = dyg + m0 * OHW;
                         for (int64_t h = 0; h < nh; h++) {
                             __m512 xv[CT_DWD_KR];
                             if (rows == 2) {
-                                const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                                const float *xq = bp + kb * CT_DWD_KR * CT_DWD_NB + 16 * h;
                                 #pragma GCC unroll 3
-                                for (int u = 0; u < CT_DWD_KR; u++) {
-                                    const float *xr = xk + u * HW + hx[h];
-                                    xv[u] = u < cl ? _mm512_permutex2var_ps(_mm512_loadu_ps(xr), even, _mm512_loadu_ps(xr + 16))
-                                                   : _mm512_setzero_ps();
-                                }
+                                for (int u = 0; u < CT_DWD_KR; u++) xv[u] = _mm512_load_ps(xq + u * CT_DWD_NB);
                             } else if (rows) {
                                 if ((uint64_t)(hoh[h] + dr) >= (uint64_t)g->H) continue; /* padding: adds 0 */
                                 const float *xr = xk + hx[h];
@@ -974,6 +1000,12 @@ static void ct_conv_grad_weight_dot(const ct_conv_geo *g, const float *dy, const
                                 for (int u = 0; u < CT_DWD_KR; u++) xv[u] = _mm512_load_ps(xq + u * CT_NR);
                             }
                             ct_dwd_pf_step(&pf);
+                            if (xpc < Cg && xph < nxh) {
+                                const float *xr = b.src + xpc * HW + hxn[xph];
+                                _mm_prefetch((const char *)xr, _MM_HINT_T1);
+                                _mm_prefetch((const char *)(xr + 16), _MM_HINT_T1);
+                                if (++xph == nxh) xph = 0, xpc++;
+                            }
                             const float *dq = dym + hd[h];
                             #pragma GCC unroll 8
                             for (int i = 0; i < CT_DWD_MR; i++) {

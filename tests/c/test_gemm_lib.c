@@ -269,7 +269,8 @@ int main(void)
         test_conv(2, 3, 18, 18, 16, 3, 1, 0, 1, 1, 0);   /* no padding: rows of 16 from rows of 18 */
         test_conv(2, 3, 64, 64, 8, 3, 1, 1, 1, 1, 0);    /* rows of 64: halves inside a row */
         test_conv(3, 64, 16, 16, 40, 1, 2, 0, 1, 1, 0);  /* 1x1 stride 2, rows of 8: packed, K = 64 padded to 66 */
-        test_conv(2, 64, 32, 32, 40, 1, 2, 0, 1, 1, 0);  /* 1x1 stride 2, rows of 16: from the image */
+        test_conv(2, 64, 32, 32, 40, 1, 2, 0, 1, 1, 0);  /* 1x1 stride 2, rows of 16: one block */
+        test_conv(5, 20, 32, 32, 16, 1, 2, 0, 1, 2, 0);  /* 2 groups, blocks of 512, 512, 256 pixels */
         test_conv(2, 2, 20, 20, 9, 3, 2, 1, 1, 1, 0);    /* 3x3 stride 2, K = 18: packed */
         test_conv_streamed();
     }

@@ -321,28 +321,45 @@ typedef struct {
     int n0[2], n1[2];
 } ct_tile_dst;
 
-/* acc (MR, NR) = a (kc x MR panel) b (kc x NR panel); then rows i < mr of the tile go to d, offset
- * by roff: acc (+ bias[i] if bias) (+ what is there if add) (+ the residual if res), then, if
- * relu, max(0, .). */
+/* How much of a micro-tile's 32 columns the multiplies cover: all (CT_W32), columns 0..15 (CT_W16:
+ * a panel with 16 live columns or fewer), or 0..16 (CT_W17: the lone 17th column as a dot product
+ * of A's 8 rows, 8 lanes of one 256-bit vector). A 7x7 map at batch 1 has 49 = 32 + 17 columns:
+ * whole panels would multiply 64. */
+enum { CT_W32, CT_W16, CT_W17 };
+
+/* The width a panel of `live` columns takes. */
+static inline int ct_tile_width(int64_t live) { return live <= 16 ? CT_W16 : live == 17 ? CT_W17 : CT_W32; }
+
+/* acc (MR, NR) = a (kc x MR panel) b (kc x NR panel), over the columns `width` says (others are
+ * left 0); then rows i < mr of the tile go to d, offset by roff: acc (+ bias[i] if bias) (+ what is
+ * there if add) (+ the residual if res), then, if relu, max(0, .). */
 static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, const float *a, const float *b,
                                                                   const ct_tile_dst *d, int64_t roff, int64_t ldc,
                                                                   int mr, int add, const float *bias, int res,
-                                                                  int relu, int stream)
+                                                                  int relu, int stream, int width)
 {
 #if defined(__AVX512F__)
     __m512 acc[CT_MR][2];
+    __m256 lone = _mm256_setzero_ps(); /* CT_W17: column 16, row i in lane i */
 #pragma GCC unroll 8
     for (int i = 0; i < CT_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        const __m512 b0 = _mm512_load_ps(b), b1 = width == CT_W32 ? _mm512_load_ps(b + 16) : b0;
+        if (width == CT_W17) lone = _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_broadcast_ss(b + 16), lone);
 #pragma GCC unroll 8
         for (int i = 0; i < CT_MR; i++) {
             const __m512 ai = _mm512_set1_ps(a[i]);
             acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            if (width == CT_W32) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
         a += CT_MR;
         b += CT_NR;
+    }
+    if (width == CT_W17) {
+        float l8[8] __attribute__((aligned(32)));
+        _mm256_store_ps(l8, lone);
+#pragma GCC unroll 8
+        for (int i = 0; i < CT_MR; i++) acc[i][1] = _mm512_maskz_mov_ps(1, _mm512_set1_ps(l8[i]));
     }
     /* every index below a constant once unrolled, so that acc stays in registers */
     const __m512 zero = _mm512_setzero_ps();
@@ -400,7 +417,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
         }
     }
 #else
-    (void)stream; /* AVX-512 only */
+    (void)stream, (void)width; /* AVX-512 only (the portable loop multiplies all 32 columns) */
     float acc[CT_MR][CT_NR];
     memset(acc, 0, sizeof acc);
     for (int64_t k = 0; k < kc; k++, a += CT_MR, b += CT_NR)
@@ -423,7 +440,20 @@ static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, fl
                        int add, const float *bias)
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
-    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0);
+    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0, CT_W32);
+}
+
+/* ct_gemm_uk for a panel of `live` columns: only the columns ct_tile_width covers are multiplied
+ * (the others come out 0, or as they were if add). */
+static void ct_gemm_uk_live(int64_t kc, const float *a, const float *b, float *c0, float *c1, int64_t ldc, int mr,
+                            int add, int64_t live)
+{
+    const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
+    switch (ct_tile_width(live)) {
+    case CT_W16: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W16); break;
+    case CT_W17: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W17); break;
+    default: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W32);
+    }
 }
 
 /* ------------------------------------------------------------ the driver */
@@ -533,10 +563,17 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                         const int64_t j = jc + jr;
                         const float *bq = bp + (jr / CT_NR) * kc * CT_NR;
                         if (vec[jr / CT_NR]) {
+                            const ct_tile_dst *dq = &dst[jr / CT_NR];
+                            const int64_t ro = m0 * cm->ldc;
+                            const int w = ct_tile_width(N - j);
                             if (stream)
-                                ct_gemm_uk_dst(kc, aq, bq, &dst[jr / CT_NR], m0 * cm->ldc, cm->ldc, mr, 0, bias_m, res, act, 1);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32);
+                            else if (w == CT_W32)
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32);
+                            else if (w == CT_W16)
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W16);
                             else
-                                ct_gemm_uk_dst(kc, aq, bq, &dst[jr / CT_NR], m0 * cm->ldc, cm->ldc, mr, add, bias_m, res, act, 0);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W17);
                             continue;
                         }
                         /* fewer than 16 pixels per image: through a local tile, element by element */
@@ -1092,7 +1129,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                         for (int64_t mp = 0; mp < mpanels; mp++) {
                             const int64_t m0 = mp * CT_MR;
                             const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;
-                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0);
+                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0, CT_W32);
                         }
                     }
                 }
@@ -1518,7 +1555,8 @@ static inline __attribute__((always_inline)) void ct_wino_block(int m, const ct_
                 for (int64_t m0 = m_lo; m0 < m_hi; m0 += CT_MR) {
                     const int mr = M - m0 < CT_MR ? (int)(M - m0) : CT_MR;
                     float *cq = Mo + xi * ms + m0 * nb + q * CT_NR;
-                    ct_gemm_uk(kc, u + xi * per + ct_gemm_a_at(m0, c0, M, C), bq, cq, cq + 16, nb, mr, c0 > 0, 0);
+                    ct_gemm_uk_live(kc, u + xi * per + ct_gemm_a_at(m0, c0, M, C), bq, cq, cq + 16, nb, mr, c0 > 0,
+                                    np - q * CT_NR);
                 }
             }
     /* the output transform, 16 tiles at a time */

@@ -246,6 +246,9 @@ int main(void)
         test_gemm(130, 70, 1000, 1, 1, 0, 0);
         test_gemm(40, 77, 300, 0, 1, 1, 1); /* C + AB + bias, then ReLU (a residual convolution's epilogue) */
         test_gemm(17, 50, 200, 0, 0, 1, 1);
+        test_gemm(20, 49, 300, 0, 1, 1, 1); /* a last panel of 17 columns: 16 as a vector, 1 as a dot product */
+        test_gemm(9, 17, 70, 1, 0, 1, 0);
+        test_gemm(24, 81, 50, 0, 1, 0, 1); /* a last panel of 17 after two whole ones */
         test_conv(2, 3, 32, 32, 64, 3, 1, 1, 1, 1, 0);   /* a CIFAR stem */
         test_conv(3, 16, 16, 16, 24, 3, 1, 1, 1, 1, 1);  /* 256 pixels: runs of 16 */
         test_conv(5, 32, 8, 8, 40, 3, 1, 1, 1, 1, 0);    /* 64 pixels, rows of 8: gathered */
@@ -264,6 +267,9 @@ int main(void)
         test_conv(9, 24, 6, 5, 300, 3, 1, 2, 1, 1, 0);   /* Winograd: padding 2, many output channels */
         test_conv(8, 64, 4, 4, 96, 3, 1, 1, 1, 1, 0);    /* Winograd: 4x4 maps */
         test_conv(8, 64, 2, 2, 64, 3, 1, 1, 1, 1, 0);    /* 2x2 */
+        test_conv(1, 64, 7, 7, 40, 3, 1, 1, 1, 1, 1);    /* 49 pixels: a last panel of 17 (resnet's layer4 at batch 1) */
+        test_conv(1, 64, 14, 14, 24, 1, 2, 0, 1, 1, 0);  /* the same after a stride-2 1x1 */
+        test_conv(1, 48, 14, 14, 40, 3, 1, 1, 1, 1, 1);  /* Winograd F(2x2): 49 tiles */
         /* the weight gradient as dot products along the pixels (shallow convolutions) */
         test_conv(3, 6, 16, 16, 24, 3, 1, 1, 1, 2, 0);   /* 2 groups of a stem, 12 channels: a partial tile */
         test_conv(2, 3, 18, 18, 16, 3, 1, 0, 1, 1, 0);   /* no padding: rows of 16 from rows of 18 */

@@ -523,6 +523,7 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
     if (!by_rows && (int64_t)nt > npanels) nt = (int)npanels;
     if (2.0 * (double)M * (double)N * (double)K < 4e6) nt = 1;
     for (int t = 0; t < nt; t++) ct_gemm_thread_buf(t);
+    if (nt > 1 && by_rows) ct_gemm_thread_buf(1);
 #else
     ct_gemm_thread_buf(0);
 #endif
@@ -541,12 +542,26 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
         const int64_t m_lo = by_rows ? mpanels * t / nt * CT_MR : 0;
         const int64_t m_hi = by_rows ? (mpanels * (t + 1) / nt * CT_MR < M ? mpanels * (t + 1) / nt * CT_MR : M) : M;
         float tile[CT_MR * CT_NR] __attribute__((aligned(64)));
+        int64_t blk = 0;
         for (int64_t jc = q0 * CT_NR; jc < q1 * CT_NR; jc += CT_NC) {
             const int64_t nc = q1 * CT_NR - jc < CT_NC ? q1 * CT_NR - jc : CT_NC;
-            for (int64_t pc = 0; pc < K; pc += CT_KC) {
+            for (int64_t pc = 0; pc < K; pc += CT_KC, blk++) {
                 const int64_t kc = K - pc < CT_KC ? K - pc : CT_KC;
                 const int add = accumulate || pc > 0;
-                b->pack(b, pc, kc, jc, nc, bp);
+                if (by_rows && nt > 1) {
+                    /* the threads share every B block (each multiplies all of it by its own rows):
+                     * each packs a part of its panels into one of two buffers used in turn, so that
+                     * the packing is not done nt times over (a thread packs block n + 2 into the
+                     * buffer of block n only after all have passed block n + 1's barrier) */
+                    const int64_t np = (nc + CT_NR - 1) / CT_NR, p_lo = np * t / nt, p_hi = np * (t + 1) / nt;
+                    bp = ct_gemm_bbuf[blk & 1];
+                    if (p_hi > p_lo) {
+                        const int64_t j_hi = p_hi * CT_NR < nc ? p_hi * CT_NR : nc;
+                        b->pack(b, pc, kc, jc + p_lo * CT_NR, j_hi - p_lo * CT_NR, bp + p_lo * kc * CT_NR);
+                    }
+                    #pragma omp barrier
+                } else
+                    b->pack(b, pc, kc, jc, nc, bp);
                 const int last = pc + kc == K, res = last && cm->r, act = last && relu;
                 /* each panel's destination, then the tiles row of tiles by row of tiles: the B block stays
                  * in L2 (8 B of it per cycle at the FMA rate), and C (and the residual) is read and

@@ -270,6 +270,8 @@ int main(void)
         test_conv(1, 64, 7, 7, 40, 3, 1, 1, 1, 1, 1);    /* 49 pixels: a last panel of 17 (resnet's layer4 at batch 1) */
         test_conv(1, 64, 14, 14, 24, 1, 2, 0, 1, 1, 0);  /* the same after a stride-2 1x1 */
         test_conv(1, 48, 14, 14, 40, 3, 1, 1, 1, 1, 1);  /* Winograd F(2x2): 49 tiles */
+        test_conv(1, 128, 7, 7, 72, 3, 1, 1, 1, 1, 1);   /* threads split the rows, share B blocks, 6 of them */
+        test_gemm(100, 200, 1000, 0, 1, 1, 0);           /* the same for a plain B: 7 panels, 6 blocks */
         /* the weight gradient as dot products along the pixels (shallow convolutions) */
         test_conv(3, 6, 16, 16, 24, 3, 1, 1, 1, 2, 0);   /* 2 groups of a stem, 12 channels: a partial tile */
         test_conv(2, 3, 18, 18, 16, 3, 1, 0, 1, 1, 0);   /* no padding: rows of 16 from rows of 18 */

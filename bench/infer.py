@@ -6,7 +6,11 @@ PyTorch, with the same thread count, measured side by side in one run.
 Prints a table and writes bench/results/infer.json.
 
     .venv/bin/python bench/infer.py [--threads 2] [--models resnet18,resnet50]
-                                    [--batches 1,32] [--min-seconds 3] [--min-iters 2] [--warmup 1]
+                                    [--batches 1,32] [--rounds 3] [--min-seconds 2] [--min-iters 2] [--warmup 1]
+
+Each engine is timed in --rounds rounds taken in turn (contra, onnxruntime, PyTorch, contra, ...), so
+that a slow spell of the machine falls on all of them alike; a result is the median of its rounds'
+medians (each round's own median, min and iterations are recorded).
 
 The build dir is $CONTRA_BUILD (default build/). Every contra result is also
 checked against onnxruntime on the same input (max abs diff, recorded)."""
@@ -69,15 +73,23 @@ def bench_contra(contra, runner, model, batch, threads, x_path, work, args):
     if p.returncode != 0:
         return {"error": (p.stderr or p.stdout).strip()[-2000:]}
     y_path = work / f"contra-{model.stem}-b{batch}.npy"
-    p = subprocess.run([str(runner), str(out), "--threads", str(threads), "--iters", str(args.min_iters),
-                        "--warmup", str(args.warmup), "--min-seconds", str(args.min_seconds), "--input", str(x_path),
-                        "--output", str(y_path)], capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        return {"error": (p.stderr or p.stdout).strip()[-2000:]}
-    r = json.loads(p.stdout.strip().splitlines()[-1])
-    r["compile_s"] = compile_s
-    r["output_path"] = str(y_path)
-    return r
+
+    def one_round():
+        p = subprocess.run([str(runner), str(out), "--threads", str(threads), "--iters", str(args.min_iters),
+                            "--warmup", str(args.warmup), "--min-seconds", str(args.min_seconds), "--input",
+                            str(x_path), "--output", str(y_path)], capture_output=True, text=True, env=env)
+        if p.returncode != 0:
+            raise RuntimeError((p.stderr or p.stdout).strip()[-2000:])
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    return {"compile_s": compile_s, "output_path": str(y_path), "round": one_round}
+
+
+def rounds_summary(rounds):
+    """One engine's rounds: the median of their medians, the best min, every round kept."""
+    meds = sorted(r["median_s"] for r in rounds)
+    return {"median_s": meds[len(meds) // 2], "min_s": min(r["min_s"] for r in rounds),
+            "iters": sum(r["iters"] for r in rounds), "rounds": rounds}
 
 
 def main():
@@ -85,12 +97,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="resnet18,resnet50")
     ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--min-seconds", type=float, default=3.0, help="time each measurement at least this long")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per engine, taken in turn")
+    ap.add_argument("--min-seconds", type=float, default=2.0, help="time each round at least this long")
     ap.add_argument("--min-iters", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "infer.json"))
     add_keep_option(ap)
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     T = args.threads
     os.environ["OMP_NUM_THREADS"] = str(T)
 
@@ -138,10 +153,21 @@ def main():
             sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
             feed = {sess.get_inputs()[0].name: x}
             y_ort = sess.run(None, feed)[0]
-            o = timed_loop(lambda: sess.run(None, feed), args.min_seconds, args.min_iters, args.warmup)
             xt = torch.from_numpy(x)
-            with torch.inference_mode():
-                t = timed_loop(lambda: tm(xt), args.min_seconds, args.min_iters, args.warmup)
+            c_rounds, o_rounds, t_rounds = [], [], []
+            for _ in range(args.rounds):
+                if "error" not in c:
+                    try:
+                        c_rounds.append(c["round"]())
+                    except RuntimeError as e:
+                        c = {"error": str(e)}
+                o_rounds.append(timed_loop(lambda: sess.run(None, feed), args.min_seconds, args.min_iters,
+                                           args.warmup))
+                with torch.inference_mode():
+                    t_rounds.append(timed_loop(lambda: tm(xt), args.min_seconds, args.min_iters, args.warmup))
+            if "error" not in c:
+                c = dict(rounds_summary(c_rounds), compile_s=c["compile_s"], output_path=c["output_path"])
+            o, t = rounds_summary(o_rounds), rounds_summary(t_rounds)
 
             if "error" not in c:
                 y_c = np.load(c.pop("output_path"))

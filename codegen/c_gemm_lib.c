@@ -332,11 +332,13 @@ static inline int ct_tile_width(int64_t live) { return live <= 16 ? CT_W16 : liv
 
 /* acc (MR, NR) = a (kc x MR panel) b (kc x NR panel), over the columns `width` says (others are
  * left 0); then rows i < mr of the tile go to d, offset by roff: acc (+ bias[i] if bias) (+ what is
- * there if add) (+ the residual if res), then, if relu, max(0, .). */
+ * there if add) (+ the residual if res), then, if relu, max(0, .). pfa: if not 0, A's lines pfa
+ * floats ahead are prefetched as the panel is read (the next panel, when A comes from memory). */
 static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, const float *a, const float *b,
                                                                   const ct_tile_dst *d, int64_t roff, int64_t ldc,
                                                                   int mr, int add, const float *bias, int res,
-                                                                  int relu, int stream, int width)
+                                                                  int relu, int stream, int width,
+                                                                  int64_t pfa)
 {
 #if defined(__AVX512F__)
     __m512 acc[CT_MR][2];
@@ -346,6 +348,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
     for (int64_t k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(b), b1 = width == CT_W32 ? _mm512_load_ps(b + 16) : b0;
         if (width == CT_W17) lone = _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_broadcast_ss(b + 16), lone);
+        if (pfa && !(k & 1)) _mm_prefetch((const char *)(a + pfa), _MM_HINT_T0); /* 2 steps of A a line */
 #pragma GCC unroll 8
         for (int i = 0; i < CT_MR; i++) {
             const __m512 ai = _mm512_set1_ps(a[i]);
@@ -417,7 +420,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
         }
     }
 #else
-    (void)stream, (void)width; /* AVX-512 only (the portable loop multiplies all 32 columns) */
+    (void)stream, (void)width, (void)pfa; /* AVX-512 only (the portable loop multiplies all 32 columns) */
     float acc[CT_MR][CT_NR];
     memset(acc, 0, sizeof acc);
     for (int64_t k = 0; k < kc; k++, a += CT_MR, b += CT_NR)
@@ -440,7 +443,7 @@ static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, fl
                        int add, const float *bias)
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
-    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0, CT_W32);
+    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0, CT_W32, 0);
 }
 
 /* ct_gemm_uk for a panel of `live` columns: only the columns ct_tile_width covers are multiplied
@@ -450,9 +453,9 @@ static void ct_gemm_uk_live(int64_t kc, const float *a, const float *b, float *c
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
     switch (ct_tile_width(live)) {
-    case CT_W16: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W16); break;
-    case CT_W17: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W17); break;
-    default: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W32);
+    case CT_W16: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W16, 0); break;
+    case CT_W17: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W17, 0); break;
+    default: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W32, 0);
     }
 }
 
@@ -581,14 +584,17 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                             const ct_tile_dst *dq = &dst[jr / CT_NR];
                             const int64_t ro = m0 * cm->ldc;
                             const int w = ct_tile_width(N - j);
+                            /* rows split (a small batch): A, read once, comes from memory; the row's first
+                             * tile prefetches the next panel */
+                            const int64_t pfa = by_rows && jr == 0 ? kc * CT_MR : 0;
                             if (stream)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32, pfa);
                             else if (w == CT_W32)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32, pfa);
                             else if (w == CT_W16)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W16);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W16, pfa);
                             else
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W17);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W17, pfa);
                             continue;
                         }
                         /* fewer than 16 pixels per image: through a local tile, element by element */
@@ -1144,7 +1150,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                         for (int64_t mp = 0; mp < mpanels; mp++) {
                             const int64_t m0 = mp * CT_MR;
                             const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;
-                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0, CT_W32);
+                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0, CT_W32, 0);
                         }
                     }
                 }

@@ -85,11 +85,12 @@ def test_resnet50_arena_report(contra_bin, tmp_path):
     assert arena - scratch <= 0.40 * naive
 
 
-@pytest.mark.parametrize("tile", ["0", "2", "4"])
+@pytest.mark.parametrize("tile", ["", "0", "2", "4"])
 def test_winograd_tiles_match_onnxruntime(contra_bin, tmp_path, tile):
-    """CONTRA_WINOGRAD picks the 3x3 stride-1 convolutions' kernel (0: direct GEMM, 2: F(2x2,3x3), the default,
-    4: F(4x4,3x3)); each choice is what the generated program calls, and each agrees with onnxruntime on the
-    CIFAR ResNet-18 (whose 3x3 layers all qualify at batch 8)."""
+    """CONTRA_WINOGRAD picks the 3x3 stride-1 convolutions' kernel (0: direct GEMM, 2: F(2x2,3x3), 4: F(4x4,3x3);
+    unset, an inference program's fixed weights take F(4x4) where it fits, else F(2x2)); each choice is what the
+    generated program calls, and each agrees with onnxruntime on the CIFAR ResNet-18 (whose 3x3 layers all
+    qualify at batch 8)."""
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     path = models.export("cifar_resnet18", "bn", 13, dynamic=True)
@@ -100,8 +101,8 @@ def test_winograd_tiles_match_onnxruntime(contra_bin, tmp_path, tile):
     src = (tmp_path / "p" / "model.c").read_text()
     calls = {m: src.count(f"ct_conv_winograd_packed({m}, &g, x0") for m in (2, 4)}
     # 3x3 stride-1 with >= 16 channels: layer1 4, layer2..4 3 each; at 4x4 (layer4) F(4x4) has 8 tiles in the
-    # batch, fewer than the 32 Winograd needs
-    want = {"0": {2: 0, 4: 0}, "2": {2: 13, 4: 0}, "4": {2: 0, 4: 10}}[tile]
+    # batch, fewer than the 32 Winograd needs, and the default takes F(2x2) there
+    want = {"": {2: 3, 4: 10}, "0": {2: 0, 4: 0}, "2": {2: 13, 4: 0}, "4": {2: 0, 4: 10}}[tile]
     assert calls == want, f"Winograd convolutions per tile size {calls}, expected {want}"
     feeds = models.inputs(path, seed=3, batch=8)
     (iname, x), = feeds.items()

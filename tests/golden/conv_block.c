@@ -99,19 +99,23 @@ static void k2_maxpool(
             const float *p = x0 + t * 25;
             float *q = y0 + (t * 3 + oh) * 3;
             for (int64_t ow = 0; ow < 3; ow++) q[ow] = -INFINITY;
+            float r[5];
+            for (int64_t iw = 0; iw < 5; iw++) r[iw] = -INFINITY;
             for (int64_t kh = 0; kh < 2; kh++) {
                 const int64_t ih = oh * 2 - 0 + kh * 1;
                 if (ih < 0 || ih >= 5) continue;
                 const float *pr = p + ih * 5;
-                for (int64_t kw = 0; kw < 2; kw++) {
-                    const int64_t a = 0 - kw * 1, b = 4 - kw * 1;
-                    const int64_t lo = a <= 0 ? 0 : (a + 1) / 2;
-                    int64_t hi = b < 0 ? 0 : b / 2 + 1;
-                    if (hi > 3) hi = 3;
-                    for (int64_t ow = lo; ow < hi; ow++) {
-                        const float v = pr[ow * 2 - a];
-                        q[ow] = v > q[ow] ? v : q[ow];
-                    }
+                for (int64_t iw = 0; iw < 5; iw++) r[iw] = pr[iw] > r[iw] ? pr[iw] : r[iw];
+            }
+            const float *pr = r;
+            for (int64_t kw = 0; kw < 2; kw++) {
+                const int64_t a = 0 - kw * 1, b = 4 - kw * 1;
+                const int64_t lo = a <= 0 ? 0 : (a + 1) / 2;
+                int64_t hi = b < 0 ? 0 : b / 2 + 1;
+                if (hi > 3) hi = 3;
+                for (int64_t ow = lo; ow < hi; ow++) {
+                    const float v = pr[ow * 2 - a];
+                    q[ow] = v > q[ow] ? v : q[ow];
                 }
             }
         }

@@ -63,7 +63,20 @@ struct ct_bpack {
     /* im2col of images (NCHW) for a convolution: column j = (image j / ohw, output pixel j % ohw),
      * row k = (input channel k / (kh*kw), tap k % (kh*kw)) */
     int64_t C, H, W, OH, OW, kh, kw, sh, sw, ph, pw, dh, dw, cstride; /* cstride: floats between images */
+    /* if dld: B's rows also lie in memory as they are read, row k of column j (image j / dimg, column
+     * j % dimg of it) at src + (j / dimg) cstride + k dld + j % dimg, so that a panel inside one
+     * image is multiplied where it lies, unpacked (ct_bpack_direct) */
+    int64_t dld, dimg;
 };
+
+/* Where the panel of columns j..j+CT_NR-1 of B lies, rows k0.. dld apart, if it can be read there
+ * (whole, inside one image, on 64-byte lines); else NULL: packed. */
+static inline const float *ct_bpack_direct(const ct_bpack *b, int64_t k0, int64_t j)
+{
+    if (!b->dld || j + CT_NR > b->N || j % b->dimg + CT_NR > b->dimg) return NULL;
+    const float *p = b->src + j / b->dimg * b->cstride + k0 * b->dld + j % b->dimg;
+    return ((uintptr_t)p & 63) == 0 ? p : NULL;
+}
 
 /* ------------------------------------------------------------ packing A */
 
@@ -338,7 +351,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
                                                                   const ct_tile_dst *d, int64_t roff, int64_t ldc,
                                                                   int mr, int add, const float *bias, int res,
                                                                   int relu, int stream, int width,
-                                                                  int64_t pfa)
+                                                                  int64_t pfa, int64_t ldb)
 {
 #if defined(__AVX512F__)
     __m512 acc[CT_MR][2];
@@ -356,7 +369,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
             if (width == CT_W32) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
         }
         a += CT_MR;
-        b += CT_NR;
+        b += ldb;
     }
     if (width == CT_W17) {
         float l8[8] __attribute__((aligned(32)));
@@ -423,7 +436,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
     (void)stream, (void)width, (void)pfa; /* AVX-512 only (the portable loop multiplies all 32 columns) */
     float acc[CT_MR][CT_NR];
     memset(acc, 0, sizeof acc);
-    for (int64_t k = 0; k < kc; k++, a += CT_MR, b += CT_NR)
+    for (int64_t k = 0; k < kc; k++, a += CT_MR, b += ldb)
         for (int i = 0; i < CT_MR; i++)
             for (int t = 0; t < CT_NR; t++) acc[i][t] += a[i] * b[t];
     for (int i = 0; i < mr; i++)
@@ -443,7 +456,7 @@ static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, fl
                        int add, const float *bias)
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
-    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0, CT_W32, 0);
+    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0, CT_W32, 0, CT_NR);
 }
 
 /* ct_gemm_uk for a panel of `live` columns: only the columns ct_tile_width covers are multiplied
@@ -453,9 +466,9 @@ static void ct_gemm_uk_live(int64_t kc, const float *a, const float *b, float *c
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
     switch (ct_tile_width(live)) {
-    case CT_W16: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W16, 0); break;
-    case CT_W17: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W17, 0); break;
-    default: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W32, 0);
+    case CT_W16: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W16, 0, CT_NR); break;
+    case CT_W17: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W17, 0, CT_NR); break;
+    default: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W32, 0, CT_NR);
     }
 }
 
@@ -551,20 +564,31 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
             for (int64_t pc = 0; pc < K; pc += CT_KC, blk++) {
                 const int64_t kc = K - pc < CT_KC ? K - pc : CT_KC;
                 const int add = accumulate || pc > 0;
-                if (by_rows && nt > 1) {
-                    /* the threads share every B block (each multiplies all of it by its own rows):
-                     * each packs a part of its panels into one of two buffers used in turn, so that
-                     * the packing is not done nt times over (a thread packs block n + 2 into the
-                     * buffer of block n only after all have passed block n + 1's barrier) */
-                    const int64_t np = (nc + CT_NR - 1) / CT_NR, p_lo = np * t / nt, p_hi = np * (t + 1) / nt;
-                    bp = ct_gemm_bbuf[blk & 1];
-                    if (p_hi > p_lo) {
-                        const int64_t j_hi = p_hi * CT_NR < nc ? p_hi * CT_NR : nc;
-                        b->pack(b, pc, kc, jc + p_lo * CT_NR, j_hi - p_lo * CT_NR, bp + p_lo * kc * CT_NR);
+                /* the panels read where they lie (bd), the others packed, runs of them at a time */
+                const int64_t np = (nc + CT_NR - 1) / CT_NR;
+                const float *bd[CT_NC / CT_NR];
+                for (int64_t q = 0; q < np; q++) bd[q] = ct_bpack_direct(b, pc, jc + q * CT_NR);
+                /* the threads that split the rows share every B block (each multiplies all of it by
+                 * its own rows): each packs a part of its panels into one of two buffers used in
+                 * turn, so that the packing is not done nt times over (a thread packs block n + 2
+                 * into the buffer of block n only after all have passed block n + 1's barrier) */
+                const int shared = by_rows && nt > 1;
+                if (shared) bp = ct_gemm_bbuf[blk & 1];
+                const int64_t p_lo = shared ? np * t / nt : 0, p_hi = shared ? np * (t + 1) / nt : np;
+                for (int64_t q = p_lo; q < p_hi;) {
+                    if (bd[q]) {
+                        q++;
+                        continue;
                     }
+                    int64_t q2 = q + 1;
+                    while (q2 < p_hi && !bd[q2]) q2++;
+                    const int64_t j_hi = q2 * CT_NR < nc ? q2 * CT_NR : nc;
+                    b->pack(b, pc, kc, jc + q * CT_NR, j_hi - q * CT_NR, bp + q * kc * CT_NR);
+                    q = q2;
+                }
+                if (shared) {
                     #pragma omp barrier
-                } else
-                    b->pack(b, pc, kc, jc, nc, bp);
+                }
                 const int last = pc + kc == K, res = last && cm->r, act = last && relu;
                 /* each panel's destination, then the tiles row of tiles by row of tiles: the B block stays
                  * in L2 (8 B of it per cycle at the FMA rate), and C (and the residual) is read and
@@ -579,7 +603,8 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                     const float *bias_m = bias && pc == 0 ? bias + m0 : 0;
                     for (int64_t jr = 0; jr < nc; jr += CT_NR) {
                         const int64_t j = jc + jr;
-                        const float *bq = bp + (jr / CT_NR) * kc * CT_NR;
+                        const float *bq = bd[jr / CT_NR] ? bd[jr / CT_NR] : bp + (jr / CT_NR) * kc * CT_NR;
+                        const int64_t ldb = bd[jr / CT_NR] ? b->dld : CT_NR;
                         if (vec[jr / CT_NR]) {
                             const ct_tile_dst *dq = &dst[jr / CT_NR];
                             const int64_t ro = m0 * cm->ldc;
@@ -588,16 +613,17 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                              * tile prefetches the next panel */
                             const int64_t pfa = by_rows && jr == 0 ? kc * CT_MR : 0;
                             if (stream)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32, pfa);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32, pfa, ldb);
                             else if (w == CT_W32)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32, pfa);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32, pfa, ldb);
                             else if (w == CT_W16)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W16, pfa);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W16, pfa, ldb);
                             else
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W17, pfa);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W17, pfa, ldb);
                             continue;
                         }
-                        /* fewer than 16 pixels per image: through a local tile, element by element */
+                        /* fewer than 16 pixels per image: through a local tile, element by element (a
+                         * panel across images is never read where it lies: ldb is CT_NR) */
                         ct_gemm_uk(kc, aq, bq, tile, tile + 16, CT_NR, mr, 0, 0);
                         for (int i = 0; i < mr; i++)
                             for (int64_t u = 0; u < CT_NR && j + u < N; u++) {
@@ -655,8 +681,11 @@ static void ct_conv_forward_packed(const ct_conv_geo *g, const float *x, const f
     for (int64_t gi = 0; gi < g->G; gi++) {
         ct_bpack b = ct_conv_group_bpack(g, x, gi, g->N * OHW);
         b.pack = ct_bpack_im2col;
-        if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0)
+        if (g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0) {
             b.H = b.OH = 1, b.W = b.OW = OHW; /* 1x1 stride 1: each image one row, so runs of 16 never end at a row */
+            /* and B's rows are the channel planes: panels inside an image multiplied where they lie, unpacked */
+            if (OHW % 16 == 0) b.dld = b.dimg = OHW;
+        }
         ct_cmap cm = {.c = y + gi * Mg * OHW, .r = res ? res + gi * Mg * OHW : 0, .ldc = OHW, .img = g->M * OHW,
                       .ohw = OHW};
         ct_gemm_run(Mg, g->N * OHW, K, ap + gi * ct_gemm_a_floats(Mg, K), &b, &cm, 0, bias ? bias + gi * Mg : 0, relu);
@@ -1150,7 +1179,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                         for (int64_t mp = 0; mp < mpanels; mp++) {
                             const int64_t m0 = mp * CT_MR;
                             const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;
-                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0, CT_W32, 0);
+                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0, CT_W32, 0, CT_NR);
                         }
                     }
                 }

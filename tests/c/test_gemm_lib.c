@@ -33,9 +33,10 @@ static float frand(uint64_t *s)
 /* 64-byte aligned floats, as generated programs place their scratch */
 static float *alloc64(int64_t n) { return aligned_alloc(64, (sizeof(float) * (size_t)n + 63) / 64 * 64); }
 
+/* on 64-byte lines, as the arena places a program's tensors (where B can be read as it lies) */
 static float *rand_buf(int64_t n, uint64_t seed)
 {
-    float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
+    float *p = alloc64(n ? n : 1);
     for (int64_t i = 0; i < n; i++) p[i] = frand(&seed);
     return p;
 }
@@ -68,6 +69,7 @@ static void test_gemm(int64_t M, int64_t N, int64_t K, int trans_a, int accumula
     float *ap = alloc64(ct_gemm_a_floats(M, K));
     ct_gemm_pack_a(a, trans_a ? M : K, trans_a, M, K, ap);
     ct_bpack bp = {.pack = ct_bpack_plain, .src = b, .ld = N, .N = N};
+    if (N % 16 == 0) bp.dld = bp.dimg = N; /* whole panels multiplied where they lie (if 64-byte aligned) */
     ct_cmap cm = {.c = c, .ldc = N, .img = 0, .ohw = N};
     ct_gemm_run(M, N, K, ap, &bp, &cm, accumulate, bias, relu);
     char what[128];
@@ -272,6 +274,11 @@ int main(void)
         test_conv(1, 48, 14, 14, 40, 3, 1, 1, 1, 1, 1);  /* Winograd F(2x2): 49 tiles */
         test_conv(1, 128, 7, 7, 72, 3, 1, 1, 1, 1, 1);   /* threads split the rows, share B blocks, 6 of them */
         test_gemm(100, 200, 1000, 0, 1, 1, 0);           /* the same for a plain B: 7 panels, 6 blocks */
+        test_gemm(40, 96, 500, 0, 1, 1, 1);              /* B read where it lies, 3 blocks */
+        test_gemm(64, 1600, 300, 1, 0, 0, 0);            /* the same, column blocks split over the threads */
+        test_conv(2, 200, 16, 16, 40, 1, 1, 0, 1, 1, 1); /* 1x1: panels read from the image, 2 K blocks */
+        test_conv(1, 512, 8, 8, 64, 1, 1, 0, 1, 1, 1);   /* the same, the threads splitting the rows */
+        test_conv(3, 40, 20, 20, 24, 1, 1, 0, 1, 1, 0);  /* 400 pixels: every other panel across images, packed */
         /* the weight gradient as dot products along the pixels (shallow convolutions) */
         test_conv(3, 6, 16, 16, 24, 3, 1, 1, 1, 2, 0);   /* 2 groups of a stem, 12 channels: a partial tile */
         test_conv(2, 3, 18, 18, 16, 3, 1, 0, 1, 1, 0);   /* no padding: rows of 16 from rows of 18 */

@@ -340,8 +340,10 @@ typedef struct {
 /* How much of a micro-tile's 32 columns the multiplies cover: all (CT_W32), columns 0..15 (CT_W16:
  * a panel with 16 live columns or fewer), or 0..16 (CT_W17: the lone 17th column as a dot product
  * of A's 8 rows, 8 lanes of one 256-bit vector). A 7x7 map at batch 1 has 49 = 32 + 17 columns:
- * whole panels would multiply 64. */
-enum { CT_W32, CT_W16, CT_W17 };
+ * whole panels would multiply 64. The micro-kernel is compiled for CT_W32 and for CT_WN, which
+ * takes CT_W16 or CT_W17 at run time (one more inlined copy, not two: each costs the generated
+ * program's compile about 0.6 s). */
+enum { CT_W32, CT_W16, CT_W17, CT_WN };
 
 /* The width a panel of `live` columns takes. */
 static inline int ct_tile_width(int64_t live) { return live <= 16 ? CT_W16 : live == 17 ? CT_W17 : CT_W32; }
@@ -354,8 +356,10 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
                                                                   const ct_tile_dst *d, int64_t roff, int64_t ldc,
                                                                   int mr, int add, const float *bias, int res,
                                                                   int relu, int stream, int width,
-                                                                  int64_t pfa, int64_t ldb)
+                                                                  int64_t pfa, int64_t ldb, int narrow)
 {
+    /* width CT_WN: narrow (CT_W16 or CT_W17) says which */
+    const int w17 = width == CT_W17 || (width == CT_WN && narrow == CT_W17);
 #if defined(__AVX512F__)
     __m512 acc[CT_MR][2];
     __m256 lone = _mm256_setzero_ps(); /* CT_W17: column 16, row i in lane i */
@@ -363,7 +367,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
     for (int i = 0; i < CT_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(b), b1 = width == CT_W32 ? _mm512_load_ps(b + 16) : b0;
-        if (width == CT_W17) lone = _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_broadcast_ss(b + 16), lone);
+        if (w17) lone = _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_broadcast_ss(b + 16), lone);
         if (pfa && !(k & 1)) _mm_prefetch((const char *)(a + pfa), _MM_HINT_T0); /* 2 steps of A a line */
 #pragma GCC unroll 8
         for (int i = 0; i < CT_MR; i++) {
@@ -374,7 +378,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
         a += CT_MR;
         b += ldb;
     }
-    if (width == CT_W17) {
+    if (w17) {
         float l8[8] __attribute__((aligned(32)));
         _mm256_store_ps(l8, lone);
 #pragma GCC unroll 8
@@ -436,7 +440,7 @@ static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, con
         }
     }
 #else
-    (void)stream, (void)width, (void)pfa; /* AVX-512 only (the portable loop multiplies all 32 columns) */
+    (void)stream, (void)width, (void)pfa, (void)w17; /* AVX-512 only (the portable loop multiplies all 32 columns) */
     float acc[CT_MR][CT_NR];
     memset(acc, 0, sizeof acc);
     for (int64_t k = 0; k < kc; k++, a += CT_MR, b += ldb)
@@ -459,7 +463,7 @@ static void ct_gemm_uk(int64_t kc, const float *a, const float *b, float *c0, fl
                        int add, const float *bias)
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
-    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0, CT_W32, 0, CT_NR);
+    ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, bias, 0, 0, 0, CT_W32, 0, CT_NR, 0);
 }
 
 /* ct_gemm_uk for a panel of `live` columns: only the columns ct_tile_width covers are multiplied
@@ -468,11 +472,11 @@ static void ct_gemm_uk_live(int64_t kc, const float *a, const float *b, float *c
                             int add, int64_t live)
 {
     const ct_tile_dst d = {.p0 = {c0, c1}, .n0 = {16, 16}};
-    switch (ct_tile_width(live)) {
-    case CT_W16: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W16, 0, CT_NR); break;
-    case CT_W17: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W17, 0, CT_NR); break;
-    default: ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W32, 0, CT_NR);
-    }
+    const int w = ct_tile_width(live);
+    if (w == CT_W32)
+        ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_W32, 0, CT_NR, 0);
+    else
+        ct_gemm_uk_dst(kc, a, b, &d, 0, ldc, mr, add, 0, 0, 0, 0, CT_WN, 0, CT_NR, w);
 }
 
 /* ------------------------------------------------------------ the driver */
@@ -570,7 +574,7 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                 /* the panels read where they lie (bd), the others packed, runs of them at a time */
                 const int64_t np = (nc + CT_NR - 1) / CT_NR;
                 const float *bd[CT_NC / CT_NR];
-                for (int64_t q = 0; q < np; q++) bd[q] = ct_bpack_direct(b, pc, jc + q * CT_NR);
+                for (int64_t q = 0; q < np; q++) bd[q] = stream ? NULL : ct_bpack_direct(b, pc, jc + q * CT_NR);
                 /* the threads that split the rows share every B block (each multiplies all of it by
                  * its own rows): each packs a part of its panels into one of two buffers used in
                  * turn, so that the packing is not done nt times over (a thread packs block n + 2
@@ -618,18 +622,14 @@ static void ct_gemm_run(int64_t M, int64_t N, int64_t K, const float *ap, const 
                             /* the common case with constants (no prefetch, packed B): the k loop keeps
                              * no test and steps B by an immediate (the stem's K = 27: 3% faster) */
                             const int packed = !pfa && ldb == CT_NR;
-                            if (stream && packed)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32, 0, CT_NR);
-                            else if (stream)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32, pfa, ldb);
+                            if (stream) /* whole panels, packed (streaming leaves B unread in place) */
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, 0, bias_m, res, act, 1, CT_W32, 0, CT_NR, 0);
                             else if (w == CT_W32 && packed)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32, 0, CT_NR);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32, 0, CT_NR, 0);
                             else if (w == CT_W32)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32, pfa, ldb);
-                            else if (w == CT_W16)
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W16, pfa, ldb);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W32, pfa, ldb, 0);
                             else
-                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_W17, pfa, ldb);
+                                ct_gemm_uk_dst(kc, aq, bq, dq, ro, cm->ldc, mr, add, bias_m, res, act, 0, CT_WN, pfa, ldb, w);
                             continue;
                         }
                         /* fewer than 16 pixels per image: through a local tile, element by element (a
@@ -1200,7 +1200,7 @@ static void ct_conv_grad_weight_gemm(const ct_conv_geo *g, const float *dy, cons
                         for (int64_t mp = 0; mp < mpanels; mp++) {
                             const int64_t m0 = mp * CT_MR;
                             const int mr = Mg - m0 < CT_MR ? (int)(Mg - m0) : CT_MR;
-                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0, CT_W32, 0, CT_NR);
+                            ct_gemm_uk_dst(kc, ab + mp * kc * CT_MR, bp, &d, m0 * K, K, mr, 1, 0, 0, 0, 0, CT_W32, 0, CT_NR, 0);
                         }
                     }
                 }

@@ -348,8 +348,9 @@ enum { CT_W32, CT_W16, CT_W17, CT_WN };
 /* The width a panel of `live` columns takes. */
 static inline int ct_tile_width(int64_t live) { return live <= 16 ? CT_W16 : live == 17 ? CT_W17 : CT_W32; }
 
-/* acc (MR, NR) = a (kc x MR panel) b (kc x NR panel), over the columns `width` says (others are
- * left 0); then rows i < mr of the tile go to d, offset by roff: acc (+ bias[i] if bias) (+ what is
+/* acc (MR, NR) = a (kc x MR panel) b (kc x NR panel; its rows ldb floats apart: CT_NR packed, a
+ * plane where read in place), over the columns `width` says (others are left 0; CT_WN: `narrow`
+ * says); then rows i < mr of the tile go to d, offset by roff: acc (+ bias[i] if bias) (+ what is
  * there if add) (+ the residual if res), then, if relu, max(0, .). pfa: if not 0, A's lines pfa
  * floats ahead are prefetched as the panel is read (the next panel, when A comes from memory). */
 static inline __attribute__((always_inline)) void ct_gemm_uk_dst(int64_t kc, const float *a, const float *b,
